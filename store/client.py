@@ -1,0 +1,48 @@
+"""The store client factory: one DSN picks embedded chDB or a ClickHouse server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+
+class StoreConfigError(ValueError):
+    """The store DSN cannot be used."""
+
+
+def create_client(dsn: str) -> Client:
+    """Open a clickhouse-connect client for ``chdb:///path`` or ``http(s)://user:pass@host:port/db``.
+
+    chDB runs the ClickHouse engine in this process: one data path per process, and
+    one process per path.
+    """
+    scheme = urlsplit(dsn).scheme
+    if scheme == "chdb":
+        path = dsn[len("chdb://"):]
+        if not path.startswith("/"):
+            raise StoreConfigError(f"chdb DSN needs an absolute path: {dsn}")
+        Path(path).mkdir(parents=True, exist_ok=True)
+        return clickhouse_connect.get_client(dsn=dsn)
+    if scheme in ("http", "https"):
+        # Sessions serialise queries on the server side; the sink and the read API share
+        # one client from several threads, so go without.
+        return clickhouse_connect.get_client(dsn=dsn, autogenerate_session_id=False)
+    raise StoreConfigError(f"unsupported store DSN scheme {scheme!r}: use chdb:// or http(s)://")
+
+
+def describe_dsn(dsn: str) -> str:
+    """The DSN with any password hidden, for logs and banners."""
+    parts = urlsplit(dsn)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return parts._replace(netloc=netloc).geturl()
+    return dsn
+
+
+def scalar(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+    rows = client.query(sql, parameters=parameters).result_rows
+    return rows[0][0] if rows else None

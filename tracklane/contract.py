@@ -1,0 +1,393 @@
+"""The event contract: the one place that says what an event is.
+
+Three shapes live here, and nowhere else:
+
+* ``InboundMessage``: what clients send (the Segment spec, leniently typed so that
+  existing Segment and RudderStack libraries work unchanged);
+* ``Envelope``: what the collector writes to Kafka after validation and enrichment;
+* ``EVENT_COLUMNS`` / ``envelope_to_row``: what the stream writes to ClickHouse.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENVELOPE_VERSION = 1
+
+MessageType = Literal["track", "page", "screen", "identify", "group", "alias"]
+MESSAGE_TYPES: tuple[str, ...] = ("track", "page", "screen", "identify", "group", "alias")
+
+# Stored event names for the types that carry no `event` of their own.
+TYPE_EVENT_NAMES: dict[str, str] = {
+    "page": "page_view",
+    "screen": "screen_view",
+    "identify": "identify",
+    "group": "group",
+    "alias": "alias",
+}
+PIXEL_DEFAULT_EVENT = "page_view"
+
+UTM_FIELDS = ("source", "medium", "campaign", "term", "content")
+# Ad-network click ids, in the order we prefer when a URL carries several.
+CLICK_ID_PARAMS = ("gclid", "gbraid", "wbraid", "fbclid", "msclkid", "ttclid", "li_fat_id", "twclid")
+
+MAX_EVENT_NAME = 200
+MAX_ID_LENGTH = 200
+# Decimal(18, 4) holds up to 14 integer digits.
+MAX_REVENUE = Decimal("99999999999999.9999")
+
+
+class ContractError(ValueError):
+    """An event breaks the contract; the message says which field and why."""
+
+
+def _id(value: str | int | None) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    if len(text) > MAX_ID_LENGTH:
+        raise ValueError(f"longer than {MAX_ID_LENGTH} characters")
+    return text or None
+
+
+class Context(BaseModel):
+    """The Segment ``context`` object; unknown keys are kept and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    page: dict[str, Any] | None = None
+    userAgent: str | None = None
+    ip: str | None = None
+    locale: str | None = None
+    library: dict[str, Any] | None = None
+    campaign: dict[str, Any] | None = None
+    sessionId: str | int | None = None
+
+    @field_validator("sessionId")
+    @classmethod
+    def _session(cls, v: str | int | None) -> str | None:
+        return _id(v)
+
+
+class InboundMessage(BaseModel):
+    """One Segment-spec message as a client sends it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: MessageType
+    messageId: str | None = None
+    anonymousId: str | None = None
+    userId: str | None = None
+    event: str | None = None
+    name: str | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+    traits: dict[str, Any] = Field(default_factory=dict)
+    context: Context = Field(default_factory=Context)
+    timestamp: datetime | None = None
+    originalTimestamp: datetime | None = None
+    sentAt: datetime | None = None
+    groupId: str | None = None
+    previousId: str | None = None
+
+    @field_validator("messageId", "anonymousId", "userId", "groupId", "previousId", mode="before")
+    @classmethod
+    def _ids(cls, v: Any) -> Any:
+        # Libraries send numeric user ids; the contract stores every id as text.
+        if isinstance(v, bool):
+            raise ValueError("must be a string")
+        if isinstance(v, int | float):
+            v = str(v)
+        return v
+
+    @field_validator("messageId", "anonymousId", "userId", "groupId", "previousId")
+    @classmethod
+    def _id_length(cls, v: str | None) -> str | None:
+        return _id(v)
+
+    @field_validator("event", "name")
+    @classmethod
+    def _name_length(cls, v: str | None) -> str | None:
+        if v is not None and len(v) > MAX_EVENT_NAME:
+            raise ValueError(f"longer than {MAX_EVENT_NAME} characters")
+        return v
+
+
+class Envelope(BaseModel):
+    """What the collector writes to Kafka: validated, enriched, and free of the raw IP."""
+
+    v: int = ENVELOPE_VERSION
+    project_id: str
+    message_id: str
+    type: MessageType
+    event: str
+    timestamp: datetime
+    received_at: datetime
+    sent_at: datetime | None = None
+    anonymous_id: str = ""
+    user_id: str = ""
+    session_id: str = ""
+    group_id: str = ""
+    previous_id: str = ""
+    url: str = ""
+    path: str = ""
+    title: str = ""
+    referrer: str = ""
+    referrer_domain: str = ""
+    utm_source: str = ""
+    utm_medium: str = ""
+    utm_campaign: str = ""
+    utm_term: str = ""
+    utm_content: str = ""
+    click_id: str = ""
+    click_id_type: str = ""
+    browser: str = ""
+    browser_version: str = ""
+    os: str = ""
+    os_version: str = ""
+    device_type: str = ""
+    is_bot: bool = False
+    ip: str = ""
+    locale: str = ""
+    library_name: str = ""
+    library_version: str = ""
+    revenue: Decimal = Decimal(0)
+    currency: str = ""
+    properties: str = "{}"
+    traits: str = "{}"
+
+    @property
+    def kafka_key(self) -> bytes:
+        """Every copy of one message id lands in one partition, so one consumer owns its dedup."""
+        return f"{self.project_id}:{self.message_id}".encode()
+
+    def to_kafka_value(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_kafka_value(cls, value: bytes) -> Envelope:
+        return cls.model_validate_json(value)
+
+
+@dataclass(frozen=True, slots=True)
+class UserAgentInfo:
+    browser: str = ""
+    browser_version: str = ""
+    os: str = ""
+    os_version: str = ""
+    device_type: str = ""
+    is_bot: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the collector knows about the HTTP request an event arrived in."""
+
+    project_id: str
+    received_at: datetime
+    anonymized_ip: str
+    user_agent: UserAgentInfo
+
+
+@dataclass(frozen=True, slots=True)
+class TimeLimits:
+    """How far an event's time may sit from its arrival before it is rejected."""
+
+    max_future: timedelta = timedelta(hours=1)
+    max_past: timedelta = timedelta(days=90)
+
+
+def event_name(msg: InboundMessage) -> str:
+    if msg.type == "track":
+        if not msg.event:
+            raise ContractError("event: required for track")
+        return msg.event
+    return TYPE_EVENT_NAMES[msg.type]
+
+
+def event_time(msg: InboundMessage, received_at: datetime, limits: TimeLimits) -> datetime:
+    """Event time corrected for the client's clock skew, bounded by ``limits``."""
+    ts = msg.timestamp or msg.originalTimestamp
+    if ts is None:
+        return received_at
+    ts = _utc(ts)
+    if msg.sentAt is not None:
+        # The client's clock error is the same for sentAt and timestamp; remove it.
+        ts = received_at - (_utc(msg.sentAt) - ts)
+    if ts > received_at + limits.max_future:
+        raise ContractError("timestamp: more than %s in the future" % limits.max_future)
+    if ts < received_at - limits.max_past:
+        raise ContractError("timestamp: more than %s in the past" % limits.max_past)
+    return ts
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _text(value: Any, limit: int = 2048) -> str:
+    if value is None:
+        return ""
+    return str(value)[:limit]
+
+
+def _revenue(props: Mapping[str, Any]) -> Decimal:
+    raw = props.get("revenue", props.get("total"))
+    if raw is None or raw == "":
+        return Decimal(0)
+    if isinstance(raw, bool):
+        raise ContractError("properties.revenue: must be a number")
+    try:
+        value = Decimal(str(raw)).quantize(Decimal("0.0001"))
+    except InvalidOperation:
+        raise ContractError("properties.revenue: must be a number") from None
+    if not value.is_finite() or abs(value) > MAX_REVENUE:
+        raise ContractError("properties.revenue: out of range")
+    return value
+
+
+def _domain(url: str) -> str:
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+    return host.removeprefix("www.")
+
+
+def _page_fields(msg: InboundMessage) -> dict[str, str]:
+    page = msg.context.page or {}
+    props = msg.properties
+    url = _text(page.get("url") or props.get("url"))
+    path = _text(page.get("path") or props.get("path"))
+    if url and not path:
+        try:
+            path = urlsplit(url).path
+        except ValueError:
+            path = ""
+    referrer = _text(page.get("referrer") or props.get("referrer"))
+    return {
+        "url": url,
+        "path": path,
+        "title": _text(page.get("title") or props.get("title") or msg.name or ""),
+        "referrer": referrer,
+        "referrer_domain": _domain(referrer) if referrer else "",
+    }
+
+
+def _campaign_fields(msg: InboundMessage, url: str) -> dict[str, str]:
+    query: dict[str, str] = {}
+    if url:
+        try:
+            query = dict(parse_qsl(urlsplit(url).query))
+        except ValueError:
+            query = {}
+    campaign = msg.context.campaign or {}
+    out = {
+        f"utm_{f}": _text(campaign.get(f) or campaign.get("name" if f == "campaign" else f)
+                          or query.get(f"utm_{f}"), 200)
+        for f in UTM_FIELDS
+    }
+    out["click_id"] = out["click_id_type"] = ""
+    for param in CLICK_ID_PARAMS:
+        value = query.get(param) or campaign.get(param)
+        if value:
+            out["click_id"], out["click_id_type"] = _text(value, 500), param
+            break
+    return out
+
+
+def build_envelope(msg: InboundMessage, facts: RequestFacts, limits: TimeLimits) -> Envelope:
+    """Validate one message against the contract and enrich it into an ``Envelope``.
+
+    Raises ``ContractError`` with a field-naming reason when the message is unusable.
+    """
+    if not (msg.anonymousId or msg.userId):
+        raise ContractError("anonymousId or userId: one is required")
+    name = event_name(msg)
+    page = _page_fields(msg)
+    library = msg.context.library or {}
+    props = dict(msg.properties)
+    revenue = _revenue(props)
+    currency = _text(props.get("currency"), 8).upper() if revenue else ""
+    return Envelope(
+        project_id=facts.project_id,
+        message_id=msg.messageId or str(uuid.uuid4()),
+        type=msg.type,
+        event=name,
+        timestamp=event_time(msg, facts.received_at, limits),
+        received_at=facts.received_at,
+        sent_at=_utc(msg.sentAt) if msg.sentAt else None,
+        anonymous_id=msg.anonymousId or "",
+        user_id=msg.userId or "",
+        session_id=msg.context.sessionId or "",
+        group_id=msg.groupId or "",
+        previous_id=msg.previousId or "",
+        **page,
+        **_campaign_fields(msg, page["url"]),
+        browser=facts.user_agent.browser,
+        browser_version=facts.user_agent.browser_version,
+        os=facts.user_agent.os,
+        os_version=facts.user_agent.os_version,
+        device_type=facts.user_agent.device_type,
+        is_bot=facts.user_agent.is_bot,
+        ip=facts.anonymized_ip,
+        locale=_text(msg.context.locale, 35),
+        library_name=_text(library.get("name"), 100),
+        library_version=_text(library.get("version"), 50),
+        revenue=revenue,
+        currency=currency,
+        properties=orjson.dumps(props).decode(),
+        traits=orjson.dumps(msg.traits).decode(),
+    )
+
+
+def parse_message(raw: Any, default_type: str | None = None) -> InboundMessage:
+    """Turn one decoded JSON value into an ``InboundMessage`` or raise ``ContractError``."""
+    if not isinstance(raw, dict):
+        raise ContractError("event: must be a JSON object")
+    if default_type is not None and "type" not in raw:
+        raw = {**raw, "type": default_type}
+    try:
+        return InboundMessage.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "event"
+        raise ContractError(f"{where}: {first['msg']}") from None
+
+
+# Columns of the raw ``events`` table, in insert order. ``envelope_to_row`` follows it.
+EVENT_COLUMNS: tuple[str, ...] = (
+    "project_id", "message_id", "type", "event", "timestamp", "received_at", "sent_at",
+    "anonymous_id", "user_id", "distinct_id", "session_id", "group_id", "previous_id",
+    "url", "path", "title", "referrer", "referrer_domain",
+    "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
+    "click_id", "click_id_type",
+    "browser", "browser_version", "os", "os_version", "device_type", "is_bot",
+    "ip", "locale", "library_name", "library_version",
+    "revenue", "currency", "properties", "traits",
+    "kafka_partition", "kafka_offset", "batch_token",
+)
+
+
+def envelope_to_row(env: Envelope, partition: int, offset: int, token: str) -> list[Any]:
+    """One ``events`` row in ``EVENT_COLUMNS`` order."""
+    return [
+        env.project_id, env.message_id, env.type, env.event, env.timestamp, env.received_at,
+        env.sent_at, env.anonymous_id, env.user_id, env.user_id or env.anonymous_id,
+        env.session_id, env.group_id, env.previous_id,
+        env.url, env.path, env.title, env.referrer, env.referrer_domain,
+        env.utm_source, env.utm_medium, env.utm_campaign, env.utm_term, env.utm_content,
+        env.click_id, env.click_id_type,
+        env.browser, env.browser_version, env.os, env.os_version, env.device_type,
+        int(env.is_bot), env.ip, env.locale, env.library_name, env.library_version,
+        env.revenue, env.currency, env.properties, env.traits,
+        partition, offset, token,
+    ]

@@ -1,0 +1,102 @@
+"""Projects and their keys, loaded from a TOML file.
+
+```toml
+[[project]]
+id = "demo"
+write_keys = ["wk_demo"]      # public: goes into web pages
+read_keys = ["rk_demo"]       # secret: for the read API
+allowed_origins = ["*"]       # CORS for browser sends
+```
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+
+class ProjectsFileError(ValueError):
+    """The projects file is missing, unreadable or malformed."""
+
+
+class Project(BaseModel):
+    id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    write_keys: list[str] = Field(default_factory=list)
+    read_keys: list[str] = Field(default_factory=list)
+    allowed_origins: list[str] = Field(default_factory=lambda: ["*"])
+
+    def allows_origin(self, origin: str) -> bool:
+        return "*" in self.allowed_origins or origin in self.allowed_origins
+
+
+class _ProjectsFile(BaseModel):
+    project: list[Project] = Field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Projects:
+    """Key lookups over all projects. Keys are compared in constant time."""
+
+    projects: tuple[Project, ...]
+
+    def by_write_key(self, key: str) -> Project | None:
+        return self._find(key, write=True)
+
+    def by_read_key(self, key: str) -> Project | None:
+        return self._find(key, write=False)
+
+    def _find(self, key: str, *, write: bool) -> Project | None:
+        found: Project | None = None
+        probe = key.encode()
+        # Compare against every key, without stopping early, so timing says nothing.
+        for project in self.projects:
+            for candidate in project.write_keys if write else project.read_keys:
+                if hmac.compare_digest(probe, candidate.encode()) and found is None:
+                    found = project
+        return found
+
+
+def load_projects(path: Path) -> Projects:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ProjectsFileError(f"projects file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProjectsFileError(f"{path}: {exc}") from None
+    try:
+        parsed = _ProjectsFile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ProjectsFileError(f"{path}: {where}: {first['msg']}") from None
+    ids = [p.id for p in parsed.project]
+    if len(set(ids)) != len(ids):
+        raise ProjectsFileError(f"{path}: project ids must be unique")
+    return Projects(tuple(parsed.project))
+
+
+def write_default_projects(path: Path, project_id: str = "default") -> Project:
+    """Create a projects file with one project and fresh random keys."""
+    project = Project(
+        id=project_id,
+        write_keys=[f"wk_{secrets.token_urlsafe(16)}"],
+        read_keys=[f"rk_{secrets.token_urlsafe(24)}"],
+        allowed_origins=["*"],
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# Tracklane projects. Write keys are public (they go into web pages);\n"
+        "# read keys are secrets for the read API.\n"
+        "[[project]]\n"
+        f'id = "{project.id}"\n'
+        f'write_keys = ["{project.write_keys[0]}"]\n'
+        f'read_keys = ["{project.read_keys[0]}"]\n'
+        'allowed_origins = ["*"]\n'
+    )
+    path.chmod(0o600)
+    return project

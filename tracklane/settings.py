@@ -1,0 +1,123 @@
+"""Configuration: one pydantic-settings model read from ``TRACKLANE_*`` variables.
+
+Each part receives only the small config object it needs (``KafkaConfig``, ``SinkConfig``,
+…), built here, so no module reads the environment on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tracklane.contract import TimeLimits
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConfig:
+    bootstrap_servers: str
+    topic: str
+    partitions: int
+    produce_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorConfig:
+    max_body_bytes: int
+    max_event_bytes: int
+    time_limits: TimeLimits
+    trust_forwarded_for: bool
+    retry_after_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class SinkConfig:
+    group_id: str
+    max_batch_records: int
+    max_batch_wait_ms: int
+    dedup_window: timedelta
+    session_timeout_ms: int
+    # Own every partition without a consumer group (one process owns the whole topic).
+    assign_all: bool
+    progress_interval_s: float
+    fault: str
+
+
+class Settings(BaseSettings):
+    """Every knob of Tracklane. CLI flags override the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="TRACKLANE_", extra="ignore")
+
+    data_dir: Path = Path("data")
+    projects_file: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic: str = "tracklane.events"
+    topic_partitions: int = 4
+    produce_timeout_s: float = 5.0
+
+    store_dsn: str | None = None
+    retention_days: int = 395
+
+    max_body_bytes: int = 500 * 1024
+    max_event_bytes: int = 32 * 1024
+    max_future_s: int = 3600
+    max_past_days: int = 90
+    trust_forwarded_for: bool = False
+    retry_after_s: int = 5
+
+    consumer_group: str = "tracklane-sink"
+    batch_max_records: int = 5000
+    batch_max_wait_ms: int = 200
+    dedup_window_hours: int = 48
+    session_timeout_ms: int = 10000
+    progress_interval_s: float = 1.0
+    metrics_port: int = 9464
+    # Testing aid: "after_insert:N" or "after_intent:N" SIGKILLs the stream at that point.
+    stream_fault: str = ""
+
+    log_level: str = "INFO"
+
+    def resolved_projects_file(self) -> Path:
+        return self.projects_file or self.data_dir / "projects.toml"
+
+    def resolved_store_dsn(self) -> str:
+        if self.store_dsn:
+            return self.store_dsn
+        return f"chdb://{(self.data_dir / 'chdb').resolve()}"
+
+    def kafka(self) -> KafkaConfig:
+        return KafkaConfig(
+            bootstrap_servers=self.kafka_bootstrap,
+            topic=self.topic,
+            partitions=self.topic_partitions,
+            produce_timeout_s=self.produce_timeout_s,
+        )
+
+    def collector(self) -> CollectorConfig:
+        return CollectorConfig(
+            max_body_bytes=self.max_body_bytes,
+            max_event_bytes=self.max_event_bytes,
+            time_limits=TimeLimits(
+                max_future=timedelta(seconds=self.max_future_s),
+                max_past=timedelta(days=self.max_past_days),
+            ),
+            trust_forwarded_for=self.trust_forwarded_for,
+            retry_after_s=self.retry_after_s,
+        )
+
+    def sink(self, assign_all: bool = False) -> SinkConfig:
+        return SinkConfig(
+            group_id=self.consumer_group,
+            max_batch_records=self.batch_max_records,
+            max_batch_wait_ms=self.batch_max_wait_ms,
+            dedup_window=timedelta(hours=self.dedup_window_hours),
+            session_timeout_ms=self.session_timeout_ms,
+            assign_all=assign_all,
+            progress_interval_s=self.progress_interval_s,
+            fault=self.stream_fault,
+        )
