@@ -1,0 +1,1 @@
+"""HTTP ingestion: routes, validation, enrichment and the Kafka producer."""

@@ -1,0 +1,320 @@
+"""The collector's FastAPI application: Segment-compatible ingestion, the pixel, health."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from clickhouse_connect.driver.client import Client
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from collector.body import RequestError, decode_json, read_body
+from collector.enrich import anonymize_ip, parse_user_agent
+from collector.pixel import PIXEL_GIF, pixel_message
+from collector.producer import BrokerUnavailable, EventProducer
+from collector.read_api import read_router
+from tracklane.contract import (
+    ContractError,
+    Envelope,
+    RequestFacts,
+    build_envelope,
+    parse_message,
+)
+from tracklane.metrics import Metrics
+from tracklane.projects import Project, Projects
+from tracklane.settings import CollectorConfig
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class CollectorDeps:
+    """Everything the app needs, created and closed by whoever runs it."""
+
+    config: CollectorConfig
+    projects: Projects
+    producer: EventProducer
+    metrics: Metrics
+    store: Client | None = None
+    clock: Clock = utc_now
+    # Salt for the cookieless anonymous id of pixel hits that carry none.
+    pixel_salt: bytes = field(default_factory=lambda: hashlib.sha256(str(time.time_ns()).encode()).digest())
+
+
+_SINGLE_ROUTES = ("track", "page", "screen", "identify", "group", "alias")
+_CORS_HEADERS = "Content-Type, Authorization, X-Write-Key, Content-Encoding"
+
+
+def error_response(err: RequestError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        {"success": False, "error": err.code, "message": err.message},
+        status_code=err.status, headers=headers,
+    )
+
+
+def create_app(deps: CollectorDeps) -> FastAPI:
+    app = FastAPI(title="Tracklane collector", version="0.1.0")
+    ingest = _Ingest(deps)
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request: Request, err: RequestError) -> JSONResponse:
+        deps.metrics.rejected.labels(err.code).inc()
+        return error_response(err)
+
+    @app.post("/v1/batch")
+    async def batch(request: Request) -> Response:
+        return await ingest.handle_body(request, "batch", None)
+
+    for kind in _SINGLE_ROUTES:
+        app.add_api_route(f"/v1/{kind}", _single_route(ingest, kind), methods=["POST"],
+                          name=kind)
+
+    @app.options("/v1/{path:path}")
+    async def preflight(request: Request) -> Response:
+        # A preflight carries no key, so the project's origin list is enforced on the POST.
+        origin = request.headers.get("origin", "*")
+        return Response(status_code=204, headers={
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
+            "Access-Control-Allow-Headers": _CORS_HEADERS,
+            "Access-Control-Max-Age": "86400",
+            "Vary": "Origin",
+        })
+
+    @app.get("/p.gif")
+    async def pixel(request: Request) -> Response:
+        return await ingest.handle_pixel(request)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        kafka = await deps.producer.ping()
+        store = await _store_ok(deps.store)
+        ok = kafka and store is not False
+        return JSONResponse(
+            {"status": "ready" if ok else "unavailable", "kafka": kafka, "store": store},
+            status_code=200 if ok else 503,
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(read_router(deps.projects, deps.store, deps.metrics))
+    return app
+
+
+def _single_route(ingest: _Ingest, kind: str) -> Callable[[Request], Any]:
+    async def route(request: Request) -> Response:
+        return await ingest.handle_body(request, kind, kind)
+
+    return route
+
+
+async def _store_ok(store: Client | None) -> bool | None:
+    if store is None:
+        return None
+    try:
+        await asyncio.to_thread(store.command, "SELECT 1")
+        return True
+    except Exception:
+        return False
+
+
+class _Ingest:
+    """Turns requests into acknowledged Kafka records, and reports what it refused."""
+
+    def __init__(self, deps: CollectorDeps) -> None:
+        self._deps = deps
+
+    async def handle_body(self, request: Request, route: str, single: str | None) -> Response:
+        started = time.perf_counter()
+        cfg = self._deps.config
+        data = decode_json(
+            await read_body(request, cfg.max_body_bytes),
+            request.headers.get("content-encoding"), cfg.max_body_bytes,
+        )
+        if not isinstance(data, dict):
+            raise RequestError(400, "invalid_body", "body must be a JSON object")
+        project = self._authenticate(request, data.get("writeKey"))
+        if single is not None:
+            raw_events: list[Any] = [data]
+        else:
+            batch = data.get("batch")
+            if not isinstance(batch, list):
+                raise RequestError(400, "invalid_body", "batch: must be an array of events")
+            raw_events = [_merge_batch_level(e, data) for e in batch]
+        response = await self._accept(request, project, route, raw_events, single)
+        self._deps.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    async def handle_pixel(self, request: Request) -> Response:
+        started = time.perf_counter()
+        params = request.query_params
+        project = self._authenticate(request, params.get("k"))
+        message = pixel_message(params)
+        if "anonymousId" not in message and "userId" not in message:
+            message["anonymousId"] = self._cookieless_id(request, project)
+        response = await self._accept(request, project, "pixel", [message], None)
+        self._deps.metrics.request_seconds.labels("pixel").observe(time.perf_counter() - started)
+        if response.status_code != 200:
+            return response
+        return Response(PIXEL_GIF, media_type="image/gif", headers={
+            "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
+            **_cors(request, project),
+        })
+
+    def _authenticate(self, request: Request, body_key: Any) -> Project:
+        key = _basic_username(request.headers.get("authorization"))
+        key = key or request.headers.get("x-write-key") or (
+            body_key if isinstance(body_key, str) else None
+        )
+        if not key:
+            raise RequestError(401, "missing_write_key", "no write key: send it as the Basic "
+                               "auth username, an X-Write-Key header or writeKey in the body")
+        project = self._deps.projects.by_write_key(key)
+        if project is None:
+            raise RequestError(401, "invalid_write_key", "unknown write key")
+        origin = request.headers.get("origin")
+        if origin and not project.allows_origin(origin):
+            raise RequestError(403, "origin_not_allowed", f"origin {origin} is not allowed")
+        return project
+
+    async def _accept(
+        self, request: Request, project: Project, route: str, raw_events: list[Any],
+        single: str | None,
+    ) -> Response:
+        deps = self._deps
+        metrics = deps.metrics
+        metrics.received.labels(route).inc(len(raw_events))
+        received_at = deps.clock()
+        request_ip = _client_ip(request, deps.config.trust_forwarded_for)
+        request_ua = request.headers.get("user-agent", "")
+        envelopes: list[Envelope] = []
+        errors: list[dict[str, Any]] = []
+        for index, raw in enumerate(raw_events):
+            try:
+                envelopes.append(self._envelope(raw, single, project, received_at,
+                                                request_ip, request_ua))
+            except ContractError as exc:
+                code = "event_too_large" if str(exc).startswith("event: over") else "invalid_event"
+                metrics.rejected.labels(code).inc()
+                errors.append({"index": index, "error": code, "message": str(exc)})
+        cors = _cors(request, project)
+        if not envelopes:
+            if not errors:
+                return JSONResponse({"success": True, "accepted": 0}, headers=cors)
+            first = errors[0]
+            return JSONResponse(
+                {"success": False, "error": first["error"], "message": first["message"],
+                 "accepted": 0, "errors": errors},
+                status_code=400, headers=cors,
+            )
+        try:
+            await deps.producer.send_all(envelopes)
+        except BrokerUnavailable as exc:
+            metrics.produce_failures.inc()
+            metrics.rejected.labels("broker_unavailable").inc(len(envelopes))
+            log.warning("events refused: broker unavailable", extra={
+                "project": project.id, "events": len(envelopes), "error": str(exc)})
+            return JSONResponse(
+                {"success": False, "error": "broker_unavailable",
+                 "message": "events were not accepted; retry later"},
+                status_code=503,
+                headers={"Retry-After": str(deps.config.retry_after_s), **cors},
+            )
+        metrics.produced.inc(len(envelopes))
+        body: dict[str, Any] = {"success": True, "accepted": len(envelopes)}
+        if errors:
+            body["errors"] = errors
+        return JSONResponse(body, headers=cors)
+
+    def _envelope(
+        self, raw: Any, single: str | None, project: Project, received_at: datetime,
+        request_ip: str, request_ua: str,
+    ) -> Envelope:
+        limit = self._deps.config.max_event_bytes
+        if len(orjson.dumps(raw)) > limit:
+            raise ContractError(f"event: over the {limit // 1024} KB event limit")
+        msg = parse_message(raw, default_type=single)
+        if single is not None and msg.type != single:
+            raise ContractError(f"type: this route takes {single!r} messages")
+        # A server-side library reports its end user's IP and agent in context; a
+        # browser sending directly is the end user itself.
+        facts = RequestFacts(
+            project_id=project.id,
+            received_at=received_at,
+            anonymized_ip=anonymize_ip(msg.context.ip or request_ip),
+            user_agent=parse_user_agent(msg.context.userAgent or request_ua),
+        )
+        return build_envelope(msg, facts, self._deps.config.time_limits)
+
+    def _cookieless_id(self, request: Request, project: Project) -> str:
+        """A daily-rotating id from IP and user agent, for pixel hits without an anonymous id."""
+        day = self._deps.clock().date().isoformat()
+        ip = _client_ip(request, self._deps.config.trust_forwarded_for)
+        ua = request.headers.get("user-agent", "")
+        digest = hashlib.sha256(
+            b"|".join([self._deps.pixel_salt, day.encode(), project.id.encode(), ip.encode(),
+                       ua.encode()])
+        ).hexdigest()
+        return f"px_{digest[:24]}"
+
+
+def _merge_batch_level(event: Any, batch: dict[str, Any]) -> Any:
+    """Segment batches may carry ``context`` and ``sentAt`` once for all their events."""
+    if not isinstance(event, dict):
+        return event
+    merged = dict(event)
+    if "sentAt" not in merged and "sentAt" in batch:
+        merged["sentAt"] = batch["sentAt"]
+    shared = batch.get("context")
+    if isinstance(shared, dict):
+        own = merged.get("context")
+        merged["context"] = {**shared, **own} if isinstance(own, dict) else shared
+    return merged
+
+
+def _basic_username(header: str | None) -> str | None:
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[0] or None
+
+
+def _client_ip(request: Request, trust_forwarded_for: bool) -> str:
+    if trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return request.client.host if request.client else ""
+
+
+def _cors(request: Request, project: Project) -> dict[str, str]:
+    origin = request.headers.get("origin")
+    if not origin:
+        return {}
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}

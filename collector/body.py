@@ -1,0 +1,64 @@
+"""Reading request bodies: size limits, gzip, UTF-8 and JSON, each with a named error."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+
+class RequestError(Exception):
+    """A request that cannot be accepted; rendered as ``status`` with a JSON body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def too_large(limit: int) -> RequestError:
+    return RequestError(413, "body_too_large", f"request body is over {limit // 1024} KB")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing anything over ``limit`` bytes before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_json(body: bytes, content_encoding: str | None, limit: int) -> Any:
+    """Gunzip if asked, then parse JSON; the decompressed size is bounded by ``limit`` too."""
+    if content_encoding and content_encoding.strip().lower() in ("gzip", "x-gzip"):
+        inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        try:
+            body = inflater.decompress(body, limit + 1)
+        except zlib.error:
+            raise RequestError(400, "invalid_gzip", "body is not valid gzip") from None
+        if len(body) > limit or inflater.unconsumed_tail:
+            raise too_large(limit)
+    elif content_encoding and content_encoding.strip().lower() not in ("identity", ""):
+        raise RequestError(
+            415, "unsupported_encoding", f"content-encoding {content_encoding!r} is not supported"
+        )
+    if not body.strip():
+        raise RequestError(400, "empty_body", "request body is empty")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(400, "invalid_utf8", f"body is not UTF-8 (byte {exc.start})") from None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(400, "invalid_json", f"body is not valid JSON: {exc}") from None

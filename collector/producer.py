@@ -1,0 +1,92 @@
+"""The Kafka producer: an event is accepted only once Kafka has acknowledged it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from tracklane.contract import Envelope
+from tracklane.settings import KafkaConfig
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(RuntimeError):
+    """Kafka did not acknowledge in time; nothing may be reported as accepted."""
+
+
+class EventProducer:
+    """Sends envelopes with ``acks=all`` and waits for every acknowledgement."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self._config = config
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        timeout_ms = int(self._config.produce_timeout_s * 1000)
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._config.bootstrap_servers,
+            acks="all",
+            # Duplicates from retries are removed downstream by message id; the idempotent
+            # producer is not available on every Kafka-compatible broker.
+            enable_idempotence=False,
+            linger_ms=2,
+            max_batch_size=1024 * 1024,
+            max_request_size=2 * 1024 * 1024,
+            request_timeout_ms=timeout_ms,
+            retry_backoff_ms=100,
+        )
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def send_all(self, envelopes: Sequence[Envelope]) -> None:
+        """Return once Kafka has acknowledged every envelope; else raise ``BrokerUnavailable``."""
+        producer = self._producer
+        if producer is None:
+            raise BrokerUnavailable("producer not started")
+        try:
+            async with asyncio.timeout(self._config.produce_timeout_s):
+                pending = [
+                    await producer.send(self._config.topic, env.to_kafka_value(), key=env.kafka_key)
+                    for env in envelopes
+                ]
+                await asyncio.gather(*pending)
+        except (KafkaError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"kafka did not acknowledge: {exc!r}") from exc
+
+    async def ping(self, timeout_s: float = 2.0) -> bool:
+        if self._producer is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout_s):
+                return bool(await self._producer.client.force_metadata_update())
+        except (KafkaError, TimeoutError):
+            return False
+
+
+async def ensure_topic(config: KafkaConfig) -> None:
+    """Create the events topic if it does not exist yet."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(config.topic, num_partitions=config.partitions, replication_factor=1)]
+        )
+        log.info("topic created", extra={"topic": config.topic, "partitions": config.partitions})
+    except TopicAlreadyExistsError:
+        pass
+    except KafkaError as exc:
+        # Some brokers answer a duplicate create with a generic error; a topic that
+        # really cannot be created shows up at the first produce.
+        log.info("topic create skipped", extra={"topic": config.topic, "error": repr(exc)})
+    finally:
+        await admin.close()

@@ -1,0 +1,66 @@
+"""The read API: per-minute stats from the rollups, behind a project's read key."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from fastapi import APIRouter, Request
+
+from collector.body import RequestError
+from store import queries
+from tracklane.metrics import Metrics
+from tracklane.projects import Project, Projects
+
+MAX_RANGE = timedelta(days=7)
+
+
+def read_router(projects: Projects, store: Client | None, metrics: Metrics) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/v1/stats/minutes")
+    async def stats_minutes(request: Request) -> dict[str, Any]:
+        project = _read_project(request, projects)
+        if store is None:
+            raise RequestError(503, "store_unavailable", "this collector has no store configured")
+        params = request.query_params
+        event = params.get("event")
+        if not event:
+            raise RequestError(400, "invalid_query", "event: required")
+        start = _instant(params.get("from"), "from")
+        end = _instant(params.get("to"), "to")
+        if end <= start:
+            raise RequestError(400, "invalid_query", "to: must be after from")
+        if end - start > MAX_RANGE:
+            raise RequestError(400, "invalid_query", f"range: at most {MAX_RANGE.days} days")
+        rows = await asyncio.to_thread(queries.minute_stats, store, project.id, event, start, end)
+        return {"rows": [
+            {"minute": r.minute.strftime("%Y-%m-%dT%H:%M:%SZ"), "count": r.count,
+             "unique_users": r.unique_users, "revenue": float(r.revenue)}
+            for r in rows
+        ]}
+
+    return router
+
+
+def _read_project(request: Request, projects: Projects) -> Project:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise RequestError(401, "missing_read_key", "send the read key as 'Authorization: Bearer <key>'")
+    project = projects.by_read_key(token.strip())
+    if project is None:
+        raise RequestError(401, "invalid_read_key", "unknown read key")
+    return project
+
+
+def _instant(raw: str | None, name: str) -> datetime:
+    if not raw:
+        raise RequestError(400, "invalid_query", f"{name}: required (ISO 8601)")
+    try:
+        ts = datetime.fromisoformat(raw.replace(" ", "+"))
+    except ValueError:
+        raise RequestError(400, "invalid_query", f"{name}: not an ISO 8601 time") from None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)

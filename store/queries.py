@@ -1,0 +1,154 @@
+"""Every SQL statement the services run, as small typed functions over a client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from tracklane.contract import EVENT_COLUMNS
+
+
+@dataclass(frozen=True, slots=True)
+class BatchIntent:
+    """The range and token of the batch a sink was inserting, written before the insert."""
+
+    partition: int
+    seq: int
+    start_offset: int
+    end_offset: int
+    first_key: str
+    batch_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionProgress:
+    partition: int
+    next_offset: int
+    highwater: int
+    lag: int
+    watermark: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteStats:
+    minute: datetime
+    count: int
+    unique_users: int
+    revenue: Decimal
+
+
+def insert_events(client: Client, rows: Sequence[Sequence[Any]], token: str) -> None:
+    """Insert raw events; the rollup and id views follow in the same insert.
+
+    A replay with the same ``token`` is dropped by ClickHouse, in the table and, through
+    ``deduplicate_blocks_in_dependent_materialized_views``, in every view.
+    """
+    client.insert(
+        "events", rows, column_names=list(EVENT_COLUMNS),
+        settings={
+            "insert_deduplicate": 1,
+            "insert_deduplication_token": token,
+            "deduplicate_blocks_in_dependent_materialized_views": 1,
+        },
+    )
+
+
+def stored_message_ids(
+    client: Client, pairs: Iterable[tuple[str, str]], since: datetime, exclude_token: str
+) -> set[tuple[str, str]]:
+    """Which (project, message id) pairs are already stored, ignoring the batch ``exclude_token``.
+
+    Rows written by the batch being replayed are ignored so that the replay builds the
+    exact block of the first attempt, which the deduplication token then recognises.
+    """
+    pairs = list(pairs)
+    if not pairs:
+        return set()
+    result = client.query(
+        "SELECT project_id, message_id FROM event_ids "
+        "WHERE (project_id, message_id) IN %(pairs)s "
+        "AND received_at >= %(since)s AND batch_token != %(token)s",
+        parameters={"pairs": pairs, "since": since, "token": exclude_token},
+    )
+    return {(str(p), str(m)) for p, m in result.result_rows}
+
+
+def latest_intent(client: Client, group: str, topic: str, partition: int) -> BatchIntent | None:
+    rows = client.query(
+        "SELECT partition, seq, start_offset, end_offset, first_key, batch_token "
+        "FROM stream_offsets WHERE consumer_group = %(g)s AND topic = %(t)s "
+        "AND partition = %(p)s ORDER BY seq DESC LIMIT 1",
+        parameters={"g": group, "t": topic, "p": partition},
+    ).result_rows
+    if not rows:
+        return None
+    p, seq, start, end, first_key, token = rows[0]
+    return BatchIntent(int(p), int(seq), int(start), int(end), str(first_key), str(token))
+
+
+def write_intent(client: Client, group: str, topic: str, intent: BatchIntent) -> None:
+    client.insert(
+        "stream_offsets",
+        [[group, topic, intent.partition, intent.seq, intent.start_offset, intent.end_offset,
+          intent.first_key, intent.batch_token, datetime.now(UTC)]],
+        column_names=["consumer_group", "topic", "partition", "seq", "start_offset",
+                      "end_offset", "first_key", "batch_token", "written_at"],
+    )
+
+
+def write_progress(
+    client: Client, group: str, topic: str, progress: Sequence[PartitionProgress], now: datetime
+) -> None:
+    if not progress:
+        return
+    client.insert(
+        "stream_progress",
+        [[group, topic, p.partition, p.next_offset, p.highwater, p.lag, p.watermark, now]
+         for p in progress],
+        column_names=["consumer_group", "topic", "partition", "next_offset", "highwater",
+                      "lag", "watermark", "updated_at"],
+    )
+
+
+def read_progress(client: Client, group: str, topic: str) -> list[PartitionProgress]:
+    rows = client.query(
+        "SELECT partition, argMax(next_offset, updated_at), argMax(highwater, updated_at), "
+        "argMax(lag, updated_at), argMax(watermark, updated_at) FROM stream_progress "
+        "WHERE consumer_group = %(g)s AND topic = %(t)s GROUP BY partition ORDER BY partition",
+        parameters={"g": group, "t": topic},
+    ).result_rows
+    return [PartitionProgress(int(r[0]), int(r[1]), int(r[2]), int(r[3]), _utc(r[4])) for r in rows]
+
+
+def minute_stats(
+    client: Client, project_id: str, event: str, start: datetime, end: datetime
+) -> list[MinuteStats]:
+    """Per-minute count, unique users and revenue of one event over [start, end), zero-filled."""
+    start, end = _floor_minute(start), _floor_minute(end)
+    result = client.query(
+        "SELECT minute, sum(events), uniqMerge(users), sum(revenue) FROM rollups_minute "
+        "WHERE project_id = %(p)s AND event = %(e)s AND minute >= %(s)s AND minute < %(t)s "
+        "GROUP BY minute ORDER BY minute",
+        parameters={"p": project_id, "e": event, "s": start, "t": end},
+    ).result_rows
+    found = {_utc(r[0]): MinuteStats(_utc(r[0]), int(r[1]), int(r[2]), Decimal(r[3]))
+             for r in result}
+    out = []
+    minute = start
+    while minute < end:
+        out.append(found.get(minute) or MinuteStats(minute, 0, 0, Decimal(0)))
+        minute += timedelta(minutes=1)
+    return out
+
+
+def _floor_minute(ts: datetime) -> datetime:
+    return _utc(ts).replace(second=0, microsecond=0)
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)

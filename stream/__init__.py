@@ -1,0 +1,1 @@
+"""Kafka consumers: the exactly-once ClickHouse sink, its progress and watermarks."""

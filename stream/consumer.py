@@ -1,0 +1,275 @@
+"""The Kafka side of the sink: fetch batches, recover partitions, publish progress."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from clickhouse_connect.driver.client import Client
+
+from store import queries
+from store.queries import PartitionProgress
+from stream.faults import FaultPoint
+from stream.sink import EventSink, SourceRecord
+from tracklane.metrics import Metrics
+from tracklane.settings import KafkaConfig, SinkConfig
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+# How long to wait for the records of an interrupted batch before deciding that the log
+# no longer holds them (the broker lost its data, e.g. an in-memory broker restarted).
+_REPLAY_FETCH_TIMEOUT_S = 5.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _PartitionState:
+    needs_recovery: bool = True
+    # None until the first batch after a reset: then any offset is the right next one.
+    next_offset: int | None = None
+    last_received_at: datetime | None = None
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, service: StreamService) -> None:
+        self._service = service
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            self._service._partitions.pop(tp.partition, None)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            self._service._partitions[tp.partition] = _PartitionState()
+        log.info("partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)})
+
+
+class StreamService:
+    """Consumes the events topic into ClickHouse until stopped.
+
+    With ``SinkConfig.assign_all`` it owns every partition without a consumer group (one
+    process owns the topic, as in ``tracklane up``); otherwise partitions are balanced
+    across the members of ``SinkConfig.group_id``.
+    """
+
+    def __init__(
+        self, kafka: KafkaConfig, config: SinkConfig, client: Client, metrics: Metrics,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._kafka = kafka
+        self._config = config
+        self._client = client
+        self._metrics = metrics
+        self._clock = clock
+        self._sink = EventSink(client, kafka.topic, config, metrics, FaultPoint.parse(config.fault))
+        self._partitions: dict[int, _PartitionState] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._stopping = asyncio.Event()
+        self._last_progress = 0.0
+
+    async def start(self) -> None:
+        assign = self._config.assign_all
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._kafka.bootstrap_servers,
+            group_id=None if assign else self._config.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self._config.session_timeout_ms,
+            heartbeat_interval_ms=max(500, self._config.session_timeout_ms // 5),
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await consumer.start()
+        self._consumer = consumer
+        if assign:
+            partitions = await self._topic_partitions(consumer)
+            consumer.assign([TopicPartition(self._kafka.topic, p) for p in partitions])
+            self._partitions = {p: _PartitionState() for p in partitions}
+        else:
+            consumer.subscribe([self._kafka.topic], listener=_Rebalance(self))
+        log.info("stream started", extra={
+            "topic": self._kafka.topic, "mode": "assign" if assign else "group",
+            "group": self._config.group_id,
+        })
+
+    async def _topic_partitions(self, consumer: AIOKafkaConsumer) -> list[int]:
+        for _ in range(50):
+            await consumer.topics()
+            found = consumer.partitions_for_topic(self._kafka.topic)
+            if found:
+                return sorted(found)
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"topic {self._kafka.topic!r} has no partitions")
+
+    def stop(self) -> None:
+        """Ask ``run`` to finish its current batch and return."""
+        self._stopping.set()
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def run(self) -> None:
+        assert self._consumer is not None, "start() first"
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            await self.step()
+            if loop.time() - self._last_progress >= self._config.progress_interval_s:
+                await self.publish_progress()
+                self._last_progress = loop.time()
+        await self.publish_progress()
+
+    async def step(self) -> int:
+        """Recover newly owned partitions, then fetch and insert one round of batches."""
+        consumer = self._consumer
+        assert consumer is not None
+        for partition, state in list(self._partitions.items()):
+            if state.needs_recovery:
+                await self._recover(partition, state)
+        fetched = await consumer.getmany(
+            timeout_ms=self._config.max_batch_wait_ms,
+            max_records=self._config.max_batch_records,
+        )
+        handled = 0
+        for tp, raw in fetched.items():
+            state = self._partitions.get(tp.partition)
+            if state is None or state.needs_recovery:
+                continue  # revoked meanwhile, or fetched before its recovery seek
+            records = [SourceRecord(r.offset, r.key, r.value) for r in raw]
+            if state.next_offset is not None and records[0].offset < state.next_offset:
+                if records[-1].offset >= state.next_offset:
+                    records = [r for r in records if r.offset >= state.next_offset]
+                else:
+                    # Offsets went backwards past everything we hold: the log was reset.
+                    log.warning("partition log reset detected", extra={
+                        "partition": tp.partition, "expected": state.next_offset,
+                        "got": records[0].offset,
+                    })
+            await self._write(tp, state, records)
+            handled += len(records)
+        return handled
+
+    async def _write(
+        self, tp: TopicPartition, state: _PartitionState, records: list[SourceRecord],
+        replay: queries.BatchIntent | None = None,
+    ) -> None:
+        result = await asyncio.to_thread(self._sink.write_batch, tp.partition, records, replay)
+        state.next_offset = records[-1].offset + 1
+        if result.last_received_at is not None:
+            state.last_received_at = result.last_received_at
+        if not self._config.assign_all and self._consumer is not None:
+            try:
+                await self._consumer.commit({tp: state.next_offset})
+            except KafkaError as exc:
+                # Offsets of record live in ClickHouse; this commit only informs Kafka tools.
+                log.info("kafka offset commit skipped", extra={"error": repr(exc)})
+
+    async def _recover(self, partition: int, state: _PartitionState) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        tp = TopicPartition(self._kafka.topic, partition)
+        intent = await asyncio.to_thread(self._sink.last_intent, partition)
+        state.needs_recovery = False
+        if intent is None:
+            await consumer.seek_to_beginning(tp)
+            state.next_offset = None
+            return
+        consumer.seek(tp, intent.start_offset)
+        records = await self._fetch_range(tp, intent.start_offset, intent.end_offset)
+        if self._sink.matches(intent, records):
+            log.info("replaying interrupted batch", extra={
+                "partition": partition, "start": intent.start_offset, "end": intent.end_offset,
+            })
+            await self._write(tp, state, records, replay=intent)
+            consumer.seek(tp, intent.end_offset + 1)
+        else:
+            log.warning("stored offsets do not match the log; reading it from the start", extra={
+                "partition": partition, "start": intent.start_offset, "end": intent.end_offset,
+            })
+            await consumer.seek_to_beginning(tp)
+            state.next_offset = None
+
+    async def _fetch_range(self, tp: TopicPartition, start: int, end: int) -> list[SourceRecord]:
+        consumer = self._consumer
+        assert consumer is not None
+        out: list[SourceRecord] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _REPLAY_FETCH_TIMEOUT_S
+        while loop.time() < deadline:
+            got = await consumer.getmany(tp, timeout_ms=200, max_records=end - start + 1)
+            for raw in got.get(tp, []):
+                if raw.offset < start or (out and raw.offset <= out[-1].offset):
+                    return []  # the log restarted below our range
+                if raw.offset > end:
+                    return out
+                out.append(SourceRecord(raw.offset, raw.key, raw.value))
+            if out and out[-1].offset >= end:
+                return out
+        return out
+
+    def progress(self) -> list[PartitionProgress]:
+        """Lag and watermark per owned partition, as of now."""
+        consumer = self._consumer
+        now = self._clock()
+        out = []
+        for partition, state in sorted(self._partitions.items()):
+            tp = TopicPartition(self._kafka.topic, partition)
+            # Tansu's ListOffsets answers are not the log end; the fetch highwater is.
+            highwater = consumer.highwater(tp) if consumer is not None else None
+            next_offset = state.next_offset or 0
+            lag = max(0, (highwater or 0) - next_offset) if not state.needs_recovery else -1
+            watermark = state.last_received_at or _EPOCH
+            if lag == 0:
+                # Caught up: everything acknowledged before now is inserted, except what a
+                # producer may still have in flight.
+                inflight = timedelta(seconds=self._kafka.produce_timeout_s)
+                watermark = max(watermark, now - inflight)
+            out.append(PartitionProgress(partition, next_offset, highwater or 0, lag, watermark))
+        return out
+
+    async def publish_progress(self) -> list[PartitionProgress]:
+        progress = self.progress()
+        for p in progress:
+            label = str(p.partition)
+            self._metrics.lag.labels(label).set(p.lag)
+            self._metrics.next_offset.labels(label).set(p.next_offset)
+            self._metrics.watermark.labels(label).set(p.watermark.timestamp())
+        try:
+            await asyncio.to_thread(
+                queries.write_progress, self._client, self._config.group_id, self._kafka.topic,
+                progress, self._clock(),
+            )
+        except Exception:
+            log.exception("could not store stream progress")
+        return progress
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Insert until every owned partition is caught up; True if it got there in time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            handled = await self.step()
+            if handled == 0 and all(p.lag == 0 for p in self.progress()):
+                return True
+        return False
+
+
+async def run_until_stopped(service: StreamService, stop: asyncio.Event) -> None:
+    """Run ``service`` until ``stop`` is set, then let it finish its batch."""
+    task = asyncio.create_task(service.run())
+    await stop.wait()
+    service.stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

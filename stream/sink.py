@@ -1,0 +1,169 @@
+"""The exactly-once ClickHouse sink for one topic.
+
+For each partition the sink handles batches of consecutive offsets [s, e], in order:
+
+1. decode the envelopes and drop repeats of a message id inside the batch;
+2. drop message ids already stored (``event_ids``), looking back ``dedup_window`` from the
+   batch's earliest arrival, and ignoring rows written under this batch's own token;
+3. write the batch's *intent* (range, first key, token) to ``stream_offsets``;
+4. insert the rows with ``insert_deduplication_token = token``; the rollup and id views
+   are deduplicated with it too.
+
+The intent row is the offset of record. After a crash anywhere, the new owner of the
+partition reads it, re-reads exactly [s, e] and repeats steps 1-4 with the same token.
+Step 2 gives the same answer as the first time (it ignores the batch's own rows), so the
+block is the same, and ClickHouse drops whatever part of it already landed, in the table
+and in each view. Then the sink goes on from e + 1. Kafka offset commits are informative
+only.
+
+Every copy of a message id has the same Kafka key, so it sits in one partition and this
+per-partition order is enough to count it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from clickhouse_connect.driver.client import Client
+from pydantic import ValidationError
+
+from store import queries
+from store.queries import BatchIntent
+from stream.faults import FaultPoint
+from tracklane.contract import Envelope, envelope_to_row
+from tracklane.metrics import Metrics
+from tracklane.settings import SinkConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    inserted: int
+    duplicates: int
+    undecodable: int
+    # Latest collector arrival time in the batch: the partition's watermark once inserted.
+    last_received_at: datetime | None
+
+
+def batch_token(topic: str, partition: int, records: Sequence[SourceRecord]) -> str:
+    """A token naming exactly these records: same range and same keys give the same token."""
+    digest = hashlib.sha1()
+    for record in records:
+        digest.update(record.key or b"")
+        digest.update(b"\x00")
+    return f"{topic}:{partition}:{records[0].offset}-{records[-1].offset}:{digest.hexdigest()[:20]}"
+
+
+def first_key(records: Sequence[SourceRecord]) -> str:
+    return (records[0].key or b"").decode(errors="replace")
+
+
+class EventSink:
+    """Writes batches of one topic's records to ClickHouse, each message id once.
+
+    All methods block on ClickHouse; the consumer calls them from a worker thread.
+    """
+
+    def __init__(
+        self, client: Client, topic: str, config: SinkConfig, metrics: Metrics,
+        faults: FaultPoint | None = None,
+    ) -> None:
+        self._client = client
+        self._topic = topic
+        self._config = config
+        self._metrics = metrics
+        self._faults = faults or FaultPoint()
+        self._seq: dict[int, int] = {}
+
+    def last_intent(self, partition: int) -> BatchIntent | None:
+        intent = queries.latest_intent(self._client, self._config.group_id, self._topic, partition)
+        self._seq[partition] = intent.seq if intent else 0
+        return intent
+
+    def matches(self, intent: BatchIntent, records: Sequence[SourceRecord]) -> bool:
+        """Whether ``records`` are the very batch ``intent`` describes (the log was not reset)."""
+        return (
+            bool(records)
+            and records[0].offset == intent.start_offset
+            and records[-1].offset == intent.end_offset
+            and batch_token(self._topic, intent.partition, records) == intent.batch_token
+        )
+
+    def write_batch(
+        self, partition: int, records: Sequence[SourceRecord], replay: BatchIntent | None = None
+    ) -> BatchResult:
+        """Insert one batch of consecutive records of ``partition``; see the module docstring."""
+        if not records:
+            return BatchResult(0, 0, 0, None)
+        token = batch_token(self._topic, partition, records)
+        envelopes, undecodable = self._decode(partition, records)
+        duplicates = len(records) - undecodable - len(envelopes)
+        if envelopes:
+            since = min(env.received_at for env, _ in envelopes) - self._config.dedup_window
+            stored = queries.stored_message_ids(
+                self._client, ((env.project_id, env.message_id) for env, _ in envelopes),
+                since, token,
+            )
+            fresh = [(e, o) for e, o in envelopes if (e.project_id, e.message_id) not in stored]
+            duplicates += len(envelopes) - len(fresh)
+        else:
+            fresh = []
+        if replay is None:
+            seq = self._seq.get(partition, 0) + 1
+            queries.write_intent(self._client, self._config.group_id, self._topic, BatchIntent(
+                partition, seq, records[0].offset, records[-1].offset, first_key(records), token,
+            ))
+            self._seq[partition] = seq
+        self._faults.reached("after_intent")
+        if fresh:
+            started = time.perf_counter()
+            queries.insert_events(
+                self._client, [envelope_to_row(e, partition, o, token) for e, o in fresh], token
+            )
+            self._metrics.insert_seconds.observe(time.perf_counter() - started)
+        self._faults.reached("after_insert")
+        self._metrics.consumed.inc(len(records))
+        self._metrics.inserted.inc(len(fresh))
+        self._metrics.duplicates.inc(duplicates)
+        self._metrics.undecodable.inc(undecodable)
+        if replay is not None:
+            self._metrics.replayed_batches.inc()
+        last = max((env.received_at for env, _ in envelopes), default=None)
+        return BatchResult(len(fresh), duplicates, undecodable, last)
+
+    def _decode(
+        self, partition: int, records: Sequence[SourceRecord]
+    ) -> tuple[list[tuple[Envelope, int]], int]:
+        seen: set[tuple[str, str]] = set()
+        out: list[tuple[Envelope, int]] = []
+        bad = 0
+        for record in records:
+            try:
+                env = Envelope.from_kafka_value(record.value or b"")
+            except ValidationError as exc:
+                bad += 1
+                # Not ours (or a future envelope version): keep going, but loudly.
+                log.error("undecodable record skipped", extra={
+                    "topic": self._topic, "partition": partition, "offset": record.offset,
+                    "error": str(exc.errors()[0]["msg"]),
+                })
+                continue
+            ident = (env.project_id, env.message_id)
+            if ident in seen:
+                continue
+            seen.add(ident)
+            out.append((env, record.offset))
+        return out, bad

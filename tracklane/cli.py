@@ -1,0 +1,82 @@
+"""The ``tracklane`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from tracklane.logs import setup_logging
+from tracklane.projects import ProjectsFileError
+from tracklane.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tracklane", description="Real-time event tracking.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run everything in one process on the embedded default")
+    up.add_argument("--host", help="HTTP host (default 127.0.0.1)")
+    up.add_argument("--port", type=int, help="HTTP port (default 8080)")
+    up.add_argument("--data-dir", type=Path, help="where chDB data and the projects file live")
+
+    collector = sub.add_parser("collector", help="run the HTTP collector against Kafka")
+    collector.add_argument("--host")
+    collector.add_argument("--port", type=int)
+    collector.add_argument("--kafka", dest="kafka_bootstrap", help="Kafka bootstrap servers")
+    collector.add_argument("--store", dest="store_dsn", help="store DSN, for the read API")
+
+    stream = sub.add_parser("stream", help="run the Kafka to ClickHouse sink")
+    stream.add_argument("--kafka", dest="kafka_bootstrap", help="Kafka bootstrap servers")
+    stream.add_argument("--store", dest="store_dsn", help="store DSN")
+    stream.add_argument("--metrics-port", type=int, help="port for /metrics (0: off)")
+    stream.add_argument("--assign-all", action="store_true",
+                        help="own every partition without a consumer group")
+
+    migrate = sub.add_parser("migrate", help="apply store migrations")
+    migrate.add_argument("--store", dest="store_dsn", help="store DSN")
+    return parser
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        k: v for k, v in vars(args).items()
+        if k not in ("command", "assign_all") and v is not None
+    }
+    return Settings(**overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args)
+    except ValidationError as exc:
+        print(f"tracklane: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    # Imported here so `tracklane --help` stays fast.
+    from tracklane import runner
+
+    try:
+        if args.command == "up":
+            asyncio.run(runner.run_up(settings))
+        elif args.command == "collector":
+            asyncio.run(runner.run_collector(settings))
+        elif args.command == "stream":
+            asyncio.run(runner.run_stream(settings, args.assign_all))
+        elif args.command == "migrate":
+            applied = runner.run_migrate(settings)
+            print(f"migrations applied: {applied or 'none (up to date)'}")
+    except ProjectsFileError as exc:
+        print(f"tracklane: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

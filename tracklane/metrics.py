@@ -1,0 +1,53 @@
+"""Prometheus metrics for every stage: received, rejected, produced, consumed, inserted, lag.
+
+All metrics hang off one ``CollectorRegistry`` passed in, so a process (or a test) owns its
+own set and nothing is registered at import time.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.received = Counter(
+            "tracklane_events_received", "Events received by the collector.", ["route"], registry=r)
+        self.rejected = Counter(
+            "tracklane_events_rejected", "Events or requests rejected, by reason.", ["reason"],
+            registry=r)
+        self.produced = Counter(
+            "tracklane_events_produced", "Events acknowledged by Kafka.", registry=r)
+        self.produce_failures = Counter(
+            "tracklane_produce_failures", "Requests answered 503 because Kafka did not ack.",
+            registry=r)
+        self.request_seconds = Histogram(
+            "tracklane_ingest_request_seconds", "Ingest request latency, including the Kafka ack.",
+            ["route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.consumed = Counter(
+            "tracklane_stream_consumed", "Records read from Kafka by the sink.", registry=r)
+        self.inserted = Counter(
+            "tracklane_stream_inserted", "Events inserted into ClickHouse.", registry=r)
+        self.duplicates = Counter(
+            "tracklane_stream_duplicates", "Records dropped as already-stored message ids.",
+            registry=r)
+        self.undecodable = Counter(
+            "tracklane_stream_undecodable", "Records that are not a contract envelope.", registry=r)
+        self.replayed_batches = Counter(
+            "tracklane_stream_replayed_batches", "Interrupted batches replayed after a restart.",
+            registry=r)
+        self.insert_seconds = Histogram(
+            "tracklane_stream_insert_seconds", "Time to insert one batch.",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.lag = Gauge(
+            "tracklane_stream_lag", "Records in Kafka not yet inserted.", ["partition"], registry=r)
+        self.next_offset = Gauge(
+            "tracklane_stream_next_offset", "Next offset the sink will read.", ["partition"],
+            registry=r)
+        self.watermark = Gauge(
+            "tracklane_stream_watermark_seconds",
+            "Unix time up to which every received event is inserted.", ["partition"], registry=r)

@@ -1,0 +1,216 @@
+"""Running the parts: each alone (split deployment) or all in one process (``up``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import uvicorn
+from aiokafka.errors import KafkaError
+from clickhouse_connect.driver.client import Client
+from fastapi import FastAPI
+from prometheus_client import start_http_server
+
+from collector.app import CollectorDeps, create_app
+from collector.producer import EventProducer, ensure_topic
+from store.client import create_client, describe_dsn
+from store.migrate import RetentionConfig, migrate
+from stream.consumer import StreamService
+from tracklane.broker import TansuBroker
+from tracklane.metrics import Metrics
+from tracklane.projects import Project, load_projects, write_default_projects
+from tracklane.settings import KafkaConfig, Settings
+
+log = logging.getLogger(__name__)
+
+_DRAIN_TIMEOUT_S = 15.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the runner owns shutdown order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def retention(settings: Settings) -> RetentionConfig:
+    return RetentionConfig(settings.retention_days, settings.dedup_window_hours)
+
+
+def open_store(settings: Settings) -> Client:
+    """Open the store and bring its schema up to date."""
+    client = create_client(settings.resolved_store_dsn())
+    applied = migrate(client, retention(settings))
+    log.info("store ready", extra={"dsn": describe_dsn(settings.resolved_store_dsn()),
+                                   "migrations_applied": applied})
+    return client
+
+
+def run_migrate(settings: Settings) -> list[int]:
+    client = create_client(settings.resolved_store_dsn())
+    try:
+        return migrate(client, retention(settings))
+    finally:
+        client.close()
+
+
+async def _start_producer(kafka: KafkaConfig, stop: asyncio.Event) -> EventProducer:
+    """Start the producer, waiting for Kafka to come up rather than crashing."""
+    while True:
+        producer = EventProducer(kafka)
+        try:
+            await ensure_topic(kafka)
+            await producer.start()
+            return producer
+        except KafkaError as exc:
+            await producer.stop()
+            log.warning("kafka not reachable yet", extra={"bootstrap": kafka.bootstrap_servers,
+                                                          "error": repr(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2.0)
+            if stop.is_set():
+                raise
+
+
+class _Http:
+    """An HTTP server task with a clear start (listening) and stop (drained)."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        self._server = _Server(uvicorn.Config(app, host=host, port=port, log_config=None,
+                                              access_log=False, lifespan="off"))
+        self._where = f"{host}:{port}"
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._task.done():
+                raise SystemExit(f"could not serve HTTP on {self._where}")
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+
+async def run_collector(settings: Settings) -> None:
+    """The collector alone, against a real Kafka (and a store, if configured, for reads)."""
+    stop = _stop_event()
+    projects = load_projects(settings.resolved_projects_file())
+    metrics = Metrics()
+    store = open_store(settings) if settings.store_dsn else None
+    producer = await _start_producer(settings.kafka(), stop)
+    deps = CollectorDeps(settings.collector(), projects, producer, metrics, store)
+    http = _Http(create_app(deps), settings.host, settings.port)
+    await http.start()
+    log.info("collector listening", extra={"url": f"http://{settings.host}:{settings.port}"})
+    await stop.wait()
+    await http.stop()
+    await producer.stop()
+    if store is not None:
+        store.close()
+
+
+async def run_stream(settings: Settings, assign_all: bool) -> None:
+    """The sink alone, against a real Kafka and a ClickHouse server."""
+    stop = _stop_event()
+    metrics = Metrics()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, "127.0.0.1", registry=metrics.registry)
+    client = open_store(settings)
+    await ensure_topic(settings.kafka())
+    service = StreamService(settings.kafka(), settings.sink(assign_all), client, metrics)
+    await service.start()
+    task = asyncio.create_task(service.run())
+    stop_wait = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    service.stop()
+    stop_wait.cancel()
+    await task
+    await service.close()
+    client.close()
+
+
+def _banner(settings: Settings, project: Project, broker: TansuBroker, dsn: str) -> str:
+    base = f"http://{settings.host}:{settings.port}"
+    wk = project.write_keys[0] if project.write_keys else "<none>"
+    rk = project.read_keys[0] if project.read_keys else "<none>"
+    return "\n".join([
+        "Tracklane is up.",
+        f"  project        {project.id}",
+        f"  write key      {wk}",
+        f"  read key       {rk}",
+        f"  send events    POST {base}/v1/batch   (also /v1/track, /v1/page, ...)",
+        f"  pixel          GET  {base}/p.gif?k={wk}&e=page_view",
+        f"  read stats     GET  {base}/v1/stats/minutes?event=page_view&from=...&to=...",
+        "                 with 'Authorization: Bearer <read key>'",
+        f"  metrics        {base}/metrics",
+        f"  kafka          {broker.bootstrap_servers} (embedded Tansu, in memory), "
+        f"topic {settings.topic}",
+        f"  store          {describe_dsn(dsn)}",
+        f"  projects file  {settings.resolved_projects_file()}",
+        "Ctrl-C stops.",
+    ])
+
+
+async def run_up(settings: Settings) -> None:
+    """Everything in one process: Tansu, the collector, the sink and chDB under data_dir."""
+    stop = _stop_event()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    projects_file = settings.resolved_projects_file()
+    if not Path(projects_file).exists():
+        write_default_projects(projects_file)
+        log.info("projects file created", extra={"path": str(projects_file)})
+    projects = load_projects(projects_file)
+    broker = TansuBroker(settings.data_dir / "tansu.log")
+    broker.start()
+    kafka = replace(settings.kafka(), bootstrap_servers=broker.bootstrap_servers)
+    metrics = Metrics()
+    client = open_store(settings)
+    producer: EventProducer | None = None
+    service: StreamService | None = None
+    try:
+        producer = await _start_producer(kafka, stop)
+        service = StreamService(kafka, settings.sink(assign_all=True), client, metrics)
+        await service.start()
+        stream_task = asyncio.create_task(service.run())
+        deps = CollectorDeps(settings.collector(), projects, producer, metrics, client)
+        http = _Http(create_app(deps), settings.host, settings.port)
+        await http.start()
+        if projects.projects:
+            print(_banner(settings, projects.projects[0], broker, settings.resolved_store_dsn()),
+                  flush=True)
+        stop_wait = asyncio.create_task(stop.wait())
+        await asyncio.wait({stream_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        # Stop taking events first, then insert everything Kafka acknowledged: the embedded
+        # broker keeps its log in memory only.
+        await http.stop()
+        service.stop()
+        await stream_task
+        if not await service.drain(_DRAIN_TIMEOUT_S):
+            log.error("stopped before every acknowledged event was inserted")
+    finally:
+        if service is not None:
+            await service.close()
+        if producer is not None:
+            await producer.stop()
+        broker.stop()
+        client.close()
+    print("Tracklane stopped.", file=sys.stderr, flush=True)
