@@ -7,6 +7,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ class CollectorDeps:
     store: Client | None = None
     clock: Clock = utc_now
     # Salt for the cookieless anonymous id of pixel hits that carry none.
-    pixel_salt: bytes = field(default_factory=lambda: hashlib.sha256(str(time.time_ns()).encode()).digest())
+    pixel_salt: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
 
 _SINGLE_ROUTES = ("track", "page", "screen", "identify", "group", "alias")

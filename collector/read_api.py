@@ -49,7 +49,9 @@ def _read_project(request: Request, projects: Projects) -> Project:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise RequestError(401, "missing_read_key", "send the read key as 'Authorization: Bearer <key>'")
+        raise RequestError(
+            401, "missing_read_key", "send the read key as 'Authorization: Bearer <key>'"
+        )
     project = projects.by_read_key(token.strip())
     if project is None:
         raise RequestError(401, "invalid_read_key", "unknown read key")

@@ -76,7 +76,8 @@ def migrate(client: Client, retention: RetentionConfig) -> list[int]:
             "schema_migrations", [[migration.version, migration.name]],
             column_names=["version", "name"],
         )
-        log.info("migration applied", extra={"version": migration.version, "migration": migration.name})
+        log.info("migration applied",
+                 extra={"version": migration.version, "migration": migration.name})
         applied.append(migration.version)
     apply_retention(client, retention)
     return applied

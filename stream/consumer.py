@@ -53,7 +53,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
             self._service._partitions[tp.partition] = _PartitionState()
-        log.info("partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)})
+        log.info("partitions assigned",
+                 extra={"partitions": sorted(tp.partition for tp in assigned)})
 
 
 class StreamService:
@@ -135,9 +136,9 @@ class StreamService:
         """Recover newly owned partitions, then fetch and insert one round of batches."""
         consumer = self._consumer
         assert consumer is not None
-        for partition, state in list(self._partitions.items()):
-            if state.needs_recovery:
-                await self._recover(partition, state)
+        for partition, pending in list(self._partitions.items()):
+            if pending.needs_recovery:
+                await self._recover(partition, pending)
         fetched = await consumer.getmany(
             timeout_ms=self._config.max_batch_wait_ms,
             max_records=self._config.max_batch_records,

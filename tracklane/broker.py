@@ -71,7 +71,9 @@ class TansuBroker:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise BrokerStartError(f"tansu exited with code {self._process.returncode}")
-            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 0.2):
+            with contextlib.suppress(OSError), socket.create_connection(
+                (self.host, self.port), 0.2
+            ):
                 return
             time.sleep(0.02)
         self.stop()

@@ -38,7 +38,9 @@ PIXEL_DEFAULT_EVENT = "page_view"
 
 UTM_FIELDS = ("source", "medium", "campaign", "term", "content")
 # Ad-network click ids, in the order we prefer when a URL carries several.
-CLICK_ID_PARAMS = ("gclid", "gbraid", "wbraid", "fbclid", "msclkid", "ttclid", "li_fat_id", "twclid")
+CLICK_ID_PARAMS = (
+    "gclid", "gbraid", "wbraid", "fbclid", "msclkid", "ttclid", "li_fat_id", "twclid",
+)
 
 MAX_EVENT_NAME = 200
 MAX_ID_LENGTH = 200
@@ -70,12 +72,13 @@ class Context(BaseModel):
     locale: str | None = None
     library: dict[str, Any] | None = None
     campaign: dict[str, Any] | None = None
-    sessionId: str | int | None = None
+    sessionId: str | None = None
 
-    @field_validator("sessionId")
+    @field_validator("sessionId", mode="before")
     @classmethod
-    def _session(cls, v: str | int | None) -> str | None:
-        return _id(v)
+    def _session(cls, v: Any) -> Any:
+        # Some SDKs send a numeric session id (a start time in ms).
+        return _id(v) if isinstance(v, str | int) and not isinstance(v, bool) else v
 
 
 class InboundMessage(BaseModel):
@@ -223,9 +226,9 @@ def event_time(msg: InboundMessage, received_at: datetime, limits: TimeLimits) -
         # The client's clock error is the same for sentAt and timestamp; remove it.
         ts = received_at - (_utc(msg.sentAt) - ts)
     if ts > received_at + limits.max_future:
-        raise ContractError("timestamp: more than %s in the future" % limits.max_future)
+        raise ContractError(f"timestamp: more than {limits.max_future} in the future")
     if ts < received_at - limits.max_past:
-        raise ContractError("timestamp: more than %s in the past" % limits.max_past)
+        raise ContractError(f"timestamp: more than {limits.max_past} in the past")
     return ts
 
 
@@ -282,7 +285,7 @@ def _page_fields(msg: InboundMessage) -> dict[str, str]:
     }
 
 
-def _campaign_fields(msg: InboundMessage, url: str) -> dict[str, str]:
+def _campaign_fields(msg: InboundMessage, url: str) -> dict[str, Any]:
     query: dict[str, str] = {}
     if url:
         try:
@@ -312,7 +315,7 @@ def build_envelope(msg: InboundMessage, facts: RequestFacts, limits: TimeLimits)
     if not (msg.anonymousId or msg.userId):
         raise ContractError("anonymousId or userId: one is required")
     name = event_name(msg)
-    page = _page_fields(msg)
+    page: dict[str, Any] = _page_fields(msg)
     library = msg.context.library or {}
     props = dict(msg.properties)
     revenue = _revenue(props)

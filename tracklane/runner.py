@@ -182,10 +182,11 @@ async def run_up(settings: Settings) -> None:
     broker.start()
     kafka = replace(settings.kafka(), bootstrap_servers=broker.bootstrap_servers)
     metrics = Metrics()
-    client = open_store(settings)
+    client: Client | None = None
     producer: EventProducer | None = None
     service: StreamService | None = None
     try:
+        client = open_store(settings)
         producer = await _start_producer(kafka, stop)
         service = StreamService(kafka, settings.sink(assign_all=True), client, metrics)
         await service.start()
@@ -212,5 +213,6 @@ async def run_up(settings: Settings) -> None:
         if producer is not None:
             await producer.stop()
         broker.stop()
-        client.close()
+        if client is not None:
+            client.close()
     print("Tracklane stopped.", file=sys.stderr, flush=True)
