@@ -1,0 +1,43 @@
+"""Shared fixtures: one real Tansu broker and one chDB store per test session.
+
+A process may open one chDB path only, so this process's store is a session fixture;
+tests that need another store run it in a subprocess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from store.client import create_client
+from store.migrate import RetentionConfig, migrate
+from tracklane.broker import TansuBroker
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    tansu = TansuBroker(tmp_path_factory.mktemp("tansu") / "tansu.log")
+    tansu.start()
+    yield tansu
+    tansu.stop()
+
+
+@pytest.fixture(scope="session")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chdb")
+
+
+@pytest.fixture(scope="session")
+def store(store_path: Path) -> Iterator[Client]:
+    client = create_client(f"chdb://{store_path.resolve()}")
+    migrate(client, RetentionConfig(events_days=395, dedup_window_hours=48))
+    yield client
+    client.close()

@@ -1,0 +1,117 @@
+"""An in-process pipeline for tests: collector app, real Kafka producer, real sink."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from clickhouse_connect.driver.client import Client
+
+from collector.app import CollectorDeps, create_app
+from collector.producer import EventProducer, ensure_topic
+from stream.consumer import StreamService
+from tracklane.metrics import Metrics
+from tracklane.projects import Project, Projects
+from tracklane.settings import KafkaConfig, Settings
+
+
+def new_project(prefix: str = "p") -> Project:
+    tag = uuid.uuid4().hex[:10]
+    return Project(id=f"{prefix}_{tag}", write_keys=[f"wk_{tag}"], read_keys=[f"rk_{tag}"],
+                   allowed_origins=["https://shop.example"])
+
+
+def pipeline_settings(bootstrap: str, **overrides: Any) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    base: dict[str, Any] = {
+        "kafka_bootstrap": bootstrap, "topic": f"events-{tag}", "topic_partitions": 2,
+        "consumer_group": f"sink-{tag}", "batch_max_wait_ms": 50, "progress_interval_s": 0.2,
+        "produce_timeout_s": 3.0, "retry_after_s": 7,
+    }
+    return Settings(**{**base, **overrides})
+
+
+@dataclass
+class Pipeline:
+    http: httpx.AsyncClient
+    project: Project
+    metrics: Metrics
+    kafka: KafkaConfig
+
+    @property
+    def write_key(self) -> str:
+        return self.project.write_keys[0]
+
+    async def stats(self, event: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        response = await self.http.get(
+            "/v1/stats/minutes",
+            params={"event": event, "from": start.isoformat(), "to": end.isoformat()},
+            headers={"Authorization": f"Bearer {self.project.read_keys[0]}"},
+        )
+        assert response.status_code == 200, response.text
+        rows: list[dict[str, Any]] = response.json()["rows"]
+        return rows
+
+    async def total(self, event: str, around: datetime) -> int:
+        rows = await self.stats(event, around - timedelta(hours=1), around + timedelta(hours=1))
+        return sum(int(r["count"]) for r in rows)
+
+    def metric(self, name: str) -> float:
+        value = self.metrics.registry.get_sample_value(name)
+        return float(value or 0.0)
+
+    async def wait_inserted(self, consumed: float, timeout_s: float = 20.0) -> None:
+        """Wait until the sink has read ``consumed`` records in total."""
+        await poll(lambda: self.metric("tracklane_stream_consumed_total") >= consumed, timeout_s,
+                   f"sink did not consume {consumed} records")
+
+
+async def poll(check: Any, timeout_s: float, message: str, interval_s: float = 0.05) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s: {message}")
+        await asyncio.sleep(interval_s)
+
+
+@contextlib.asynccontextmanager
+async def running_pipeline(
+    settings: Settings, store: Client, project: Project | None = None, clock: Any = None,
+) -> AsyncIterator[Pipeline]:
+    project = project or new_project()
+    metrics = Metrics()
+    kafka = settings.kafka()
+    await ensure_topic(kafka)
+    producer = EventProducer(kafka)
+    await producer.start()
+    service = StreamService(kafka, settings.sink(assign_all=True), store, metrics)
+    await service.start()
+    task = asyncio.create_task(service.run())
+    deps = CollectorDeps(settings.collector(), Projects((project,)), producer, metrics, store)
+    if clock is not None:
+        deps = replace(deps, clock=clock)
+    transport = httpx.ASGITransport(app=create_app(deps), client=("198.51.100.23", 4711))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://collector") as http:
+            yield Pipeline(http, project, metrics, kafka)
+    finally:
+        service.stop()
+        await task
+        await service.close()
+        await producer.stop()
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
