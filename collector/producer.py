@@ -54,7 +54,11 @@ class EventProducer:
         if producer is None:
             raise BrokerUnavailable("producer not started")
         try:
-            async with asyncio.timeout(self._config.produce_timeout_s):
+            # aiokafka fails a batch it could not deliver within request_timeout_ms and then
+            # drops it. Waiting for that verdict, instead of cancelling earlier, means an
+            # event answered 503 is not delivered later behind the client's back. The outer
+            # timeout is only a safety net.
+            async with asyncio.timeout(2 * self._config.produce_timeout_s + 1):
                 pending = [
                     await producer.send(self._config.topic, env.to_kafka_value(), key=env.kafka_key)
                     for env in envelopes

@@ -40,6 +40,8 @@ class _PartitionState:
     # None until the first batch after a reset: then any offset is the right next one.
     next_offset: int | None = None
     last_received_at: datetime | None = None
+    # Key of the record at next_offset - 1, to check the log is still the one we read.
+    last_key: bytes | None = None
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -128,6 +130,7 @@ class StreamService:
         while not self._stopping.is_set():
             await self.step()
             if loop.time() - self._last_progress >= self._config.progress_interval_s:
+                await self._verify_logs()
                 await self.publish_progress()
                 self._last_progress = loop.time()
         await self.publish_progress()
@@ -143,6 +146,7 @@ class StreamService:
             timeout_ms=self._config.max_batch_wait_ms,
             max_records=self._config.max_batch_records,
         )
+        self._detect_log_resets()
         handled = 0
         for tp, raw in fetched.items():
             state = self._partitions.get(tp.partition)
@@ -150,17 +154,53 @@ class StreamService:
                 continue  # revoked meanwhile, or fetched before its recovery seek
             records = [SourceRecord(r.offset, r.key, r.value) for r in raw]
             if state.next_offset is not None and records[0].offset < state.next_offset:
-                if records[-1].offset >= state.next_offset:
-                    records = [r for r in records if r.offset >= state.next_offset]
-                else:
-                    # Offsets went backwards past everything we hold: the log was reset.
-                    log.warning("partition log reset detected", extra={
-                        "partition": tp.partition, "expected": state.next_offset,
-                        "got": records[0].offset,
-                    })
+                # The fetch position only moves back when the consumer found its offset out
+                # of range: the broker lost its log. These records are a new log.
+                log.warning("partition log reset detected", extra={
+                    "partition": tp.partition, "expected": state.next_offset,
+                    "got": records[0].offset,
+                })
             await self._write(tp, state, records)
             handled += len(records)
         return handled
+
+    def _detect_log_resets(self) -> None:
+        """A highwater below our position means the broker lost its log (e.g. an in-memory
+        broker restarted): recover the partition, which re-checks the stored batch range."""
+        consumer = self._consumer
+        assert consumer is not None
+        for partition, state in self._partitions.items():
+            highwater = consumer.highwater(TopicPartition(self._kafka.topic, partition))
+            if (highwater is not None and state.next_offset is not None
+                    and highwater < state.next_offset):
+                log.warning("partition log reset detected", extra={
+                    "partition": partition, "position": state.next_offset,
+                    "highwater": highwater,
+                })
+                state.needs_recovery = True
+
+    async def _verify_logs(self) -> None:
+        """Re-read the last record of each partition and compare its key.
+
+        A broker that lost its log (an in-memory broker restarted) can grow a new log back
+        to our position; the highwater then looks normal, but the records are not the ones
+        we read. A changed key at next_offset - 1 gives it away.
+        """
+        consumer = self._consumer
+        assert consumer is not None
+        for partition, state in self._partitions.items():
+            if state.needs_recovery or not state.next_offset or state.last_key is None:
+                continue
+            tp = TopicPartition(self._kafka.topic, partition)
+            consumer.seek(tp, state.next_offset - 1)
+            got = (await consumer.getmany(tp, timeout_ms=200, max_records=1)).get(tp, [])
+            consumer.seek(tp, state.next_offset)
+            if got and got[0].offset == state.next_offset - 1 and got[0].key == state.last_key:
+                continue
+            if not got and consumer.highwater(tp) == state.next_offset:
+                continue  # nothing fetched in time; no evidence either way
+            log.warning("partition log changed under the sink", extra={"partition": partition})
+            state.needs_recovery = True
 
     async def _write(
         self, tp: TopicPartition, state: _PartitionState, records: list[SourceRecord],
@@ -168,6 +208,7 @@ class StreamService:
     ) -> None:
         result = await asyncio.to_thread(self._sink.write_batch, tp.partition, records, replay)
         state.next_offset = records[-1].offset + 1
+        state.last_key = records[-1].key
         if result.last_received_at is not None:
             state.last_received_at = result.last_received_at
         if not self._config.assign_all and self._consumer is not None:

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from tests.pipeline import Pipeline, now_utc, running_pipeline, pipeline_settings
+from tests.pipeline import Pipeline, now_utc, pipeline_settings, running_pipeline
 from tracklane.broker import TansuBroker
 
 pytestmark = pytest.mark.anyio
