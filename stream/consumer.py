@@ -90,6 +90,7 @@ class StreamService:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=self._config.session_timeout_ms,
+            group_instance_id=None if assign else self._config.instance_id,
             heartbeat_interval_ms=max(500, self._config.session_timeout_ms // 5),
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
@@ -189,17 +190,22 @@ class StreamService:
         consumer = self._consumer
         assert consumer is not None
         for partition, state in self._partitions.items():
-            if state.needs_recovery or not state.next_offset or state.last_key is None:
-                continue
             tp = TopicPartition(self._kafka.topic, partition)
+            # Only caught-up partitions: there the check is one cheap fetch, and a busy
+            # partition's reset mostly shows as a highwater below our position.
+            if (state.needs_recovery or not state.next_offset or state.last_key is None
+                    or consumer.highwater(tp) != state.next_offset):
+                continue
             consumer.seek(tp, state.next_offset - 1)
             got = (await consumer.getmany(tp, timeout_ms=200, max_records=1)).get(tp, [])
             consumer.seek(tp, state.next_offset)
-            if got and got[0].offset == state.next_offset - 1 and got[0].key == state.last_key:
-                continue
-            if not got and consumer.highwater(tp) == state.next_offset:
-                continue  # nothing fetched in time; no evidence either way
-            log.warning("partition log changed under the sink", extra={"partition": partition})
+            if not got or (got[0].offset == state.next_offset - 1
+                           and got[0].key == state.last_key):
+                continue  # the same log, or no evidence either way
+            log.warning("partition log changed under the sink", extra={
+                "partition": partition, "position": state.next_offset,
+                "found": [(r.offset, r.key) for r in got], "expected": state.last_key,
+                "highwater": consumer.highwater(tp)})
             state.needs_recovery = True
 
     async def _write(

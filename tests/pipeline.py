@@ -88,17 +88,20 @@ async def poll(check: Any, timeout_s: float, message: str, interval_s: float = 0
 
 @contextlib.asynccontextmanager
 async def running_pipeline(
-    settings: Settings, store: Client, project: Project | None = None, clock: Any = None,
+    settings: Settings, store: Client | None, project: Project | None = None, clock: Any = None,
 ) -> AsyncIterator[Pipeline]:
+    """Collector plus producer, and an in-process sink when ``store`` is given."""
     project = project or new_project()
     metrics = Metrics()
     kafka = settings.kafka()
     await ensure_topic(kafka)
     producer = EventProducer(kafka)
     await producer.start()
-    service = StreamService(kafka, settings.sink(assign_all=True), store, metrics)
-    await service.start()
-    task = asyncio.create_task(service.run())
+    service = None
+    if store is not None:
+        service = StreamService(kafka, settings.sink(assign_all=True), store, metrics)
+        await service.start()
+        task = asyncio.create_task(service.run())
     deps = CollectorDeps(settings.collector(), Projects((project,)), producer, metrics, store)
     if clock is not None:
         deps = replace(deps, clock=clock)
@@ -107,9 +110,10 @@ async def running_pipeline(
         async with httpx.AsyncClient(transport=transport, base_url="http://collector") as http:
             yield Pipeline(http, project, metrics, kafka)
     finally:
-        service.stop()
-        await task
-        await service.close()
+        if service is not None:
+            service.stop()
+            await task
+            await service.close()
         await producer.stop()
 
 

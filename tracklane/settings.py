@@ -39,6 +39,9 @@ class SinkConfig:
     max_batch_wait_ms: int
     dedup_window: timedelta
     session_timeout_ms: int
+    # Static group membership (KIP-345): a restarted member with the same id takes its
+    # partitions back at once instead of waiting out the session timeout.
+    instance_id: str | None
     # Own every partition without a consumer group (one process owns the whole topic).
     assign_all: bool
     progress_interval_s: float
@@ -75,6 +78,7 @@ class Settings(BaseSettings):
     batch_max_wait_ms: int = 200
     dedup_window_hours: int = 48
     session_timeout_ms: int = 10000
+    consumer_instance_id: str | None = None
     progress_interval_s: float = 1.0
     metrics_port: int = 9464
     # Testing aid: "after_insert:N" or "after_intent:N" SIGKILLs the stream at that point.
@@ -117,6 +121,7 @@ class Settings(BaseSettings):
             max_batch_wait_ms=self.batch_max_wait_ms,
             dedup_window=timedelta(hours=self.dedup_window_hours),
             session_timeout_ms=self.session_timeout_ms,
+            instance_id=self.consumer_instance_id,
             assign_all=assign_all,
             progress_interval_s=self.progress_interval_s,
             fault=self.stream_fault,
