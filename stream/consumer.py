@@ -243,7 +243,7 @@ class StreamService:
             await self._write(tp, state, records, replay=intent)
             consumer.seek(tp, intent.end_offset + 1)
         else:
-            log.warning("stored offsets do not match the log; reading it from the start", extra={
+            log.warning("the log no longer holds the stored batch (an in-memory broker restarts empty); reading it from the start", extra={
                 "partition": partition, "start": intent.start_offset, "end": intent.end_offset,
             })
             await consumer.seek_to_beginning(tp)
@@ -265,6 +265,9 @@ class StreamService:
                 out.append(SourceRecord(raw.offset, raw.key, raw.value))
             if out and out[-1].offset >= end:
                 return out
+            highwater = consumer.highwater(tp)
+            if highwater is not None and highwater <= end:
+                return out  # the log ends before the range does: it is not our log
         return out
 
     def progress(self) -> list[PartitionProgress]:
