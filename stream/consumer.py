@@ -243,9 +243,12 @@ class StreamService:
             await self._write(tp, state, records, replay=intent)
             consumer.seek(tp, intent.end_offset + 1)
         else:
-            log.warning("the log no longer holds the stored batch (an in-memory broker restarts empty); reading it from the start", extra={
-                "partition": partition, "start": intent.start_offset, "end": intent.end_offset,
-            })
+            # Expected after `tracklane up` restarts: its in-memory broker starts empty.
+            log.warning(
+                "the log no longer holds the stored batch; reading it from the start",
+                extra={"partition": partition, "start": intent.start_offset,
+                       "end": intent.end_offset},
+            )
             await consumer.seek_to_beginning(tp)
             state.next_offset = None
 

@@ -132,7 +132,7 @@ async def run_stream(settings: Settings, assign_all: bool) -> None:
     stop = _stop_event()
     metrics = Metrics()
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, "127.0.0.1", registry=metrics.registry)
+        start_http_server(settings.metrics_port, settings.host, registry=metrics.registry)
     client = open_store(settings)
     await ensure_topic(settings.kafka())
     service = StreamService(settings.kafka(), settings.sink(assign_all), client, metrics)

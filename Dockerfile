@@ -1,0 +1,25 @@
+# Tracklane for split deployments: `collector`, `stream` and `migrate` against Apache Kafka
+# and a ClickHouse server (see docker-compose.yml). The embedded default (`tracklane up`)
+# is for a laptop, not this image.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY tracklane ./tracklane
+COPY collector ./collector
+COPY stream ./stream
+COPY store ./store
+COPY alerts ./alerts
+RUN pip install --no-cache-dir --prefix=/install .
+
+FROM python:3.11-slim
+COPY --from=build /install /usr/local
+RUN useradd --system --uid 10001 tracklane
+USER tracklane
+ENV TRACKLANE_HOST=0.0.0.0 \
+    TRACKLANE_PORT=8080 \
+    PYTHONUNBUFFERED=1
+EXPOSE 8080 9464
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
+  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)" || exit 1
+ENTRYPOINT ["tracklane"]
+CMD ["collector"]

@@ -1,0 +1,62 @@
+"""The Dockerfile and docker-compose.yml, checked by parsing them (no Docker engine here)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tracklane.cli import _parser
+from tracklane.projects import load_projects
+from tracklane.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+def test_compose_runs_every_part_against_kafka_and_clickhouse() -> None:
+    services = compose()["services"]
+    assert {"kafka", "clickhouse", "migrate", "collector", "stream"} <= set(services)
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert services["clickhouse"]["image"].startswith("clickhouse/clickhouse-server:")
+    subcommands = set(_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    for name in ("migrate", "collector", "stream"):
+        service = services[name]
+        assert service["build"] == "."
+        assert service["command"][0] in subcommands
+    assert services["collector"]["depends_on"]["migrate"]["condition"] == (
+        "service_completed_successfully")
+    assert "8080:8080" in services["collector"]["ports"]
+
+
+def test_compose_environment_names_real_settings() -> None:
+    fields = {f"TRACKLANE_{name.upper()}" for name in Settings.model_fields}
+    for name, service in compose()["services"].items():
+        for key in (service.get("environment") or {}):
+            if key.startswith("TRACKLANE_"):
+                assert key in fields, f"{name}: {key} is not a setting"
+    env = compose()["services"]["collector"]["environment"]
+    settings = Settings(**{k[len("TRACKLANE_"):].lower(): v for k, v in env.items()})
+    assert settings.resolved_store_dsn().startswith("http://")
+    assert settings.kafka().bootstrap_servers == "kafka:9092"
+
+
+def test_compose_projects_file_is_valid() -> None:
+    projects = load_projects(ROOT / "deploy" / "projects.toml")
+    assert projects.by_write_key("wk_demo") is not None
+
+
+def test_dockerfile_installs_the_package_and_runs_the_cli() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11", text, re.M)
+    for folder in ("tracklane", "collector", "stream", "store", "alerts"):
+        assert f"COPY {folder} ./{folder}" in text
+    assert 'ENTRYPOINT ["tracklane"]' in text
+    assert re.search(r"^USER (?!root)", text, re.M)
+    assert "EXPOSE 8080" in text and "/healthz" in text

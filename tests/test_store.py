@@ -1,0 +1,73 @@
+"""Migrations, the stats read API and the sink's progress table, on the session's chDB."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from store import queries
+from store.migrate import RetentionConfig, available_migrations, migrate
+from tests.pipeline import now_utc, pipeline_settings, poll, running_pipeline
+from tracklane.broker import TansuBroker
+
+pytestmark = pytest.mark.anyio
+
+
+def test_migrations_are_versioned_and_idempotent(store: Client) -> None:
+    assert migrate(store, RetentionConfig(30, 24)) == []
+    recorded = [r[0] for r in store.query(
+        "SELECT version FROM schema_migrations ORDER BY version").result_rows]
+    assert recorded == [m.version for m in available_migrations()]
+    ddl = store.query("SHOW CREATE TABLE events").result_rows[0][0]
+    assert "toDateTime(timestamp) + toIntervalDay(30)" in ddl
+    assert "PARTITION BY toYYYYMMDD(timestamp)" in ddl
+    migrate(store, RetentionConfig(395, 48))  # back to the session's settings
+
+
+async def test_stats_are_zero_filled_and_guarded(broker: TansuBroker, store: Client) -> None:
+    settings = pipeline_settings(broker.bootstrap_servers)
+    async with running_pipeline(settings, store) as p:
+        start = (now_utc() - timedelta(hours=2)).replace(second=0, microsecond=0)
+        events = [{"type": "track", "event": "zf", "anonymousId": f"a{i % 2}",
+                   "messageId": f"zf-{i}", "properties": {"revenue": 1.25},
+                   "timestamp": (start + timedelta(minutes=2, seconds=i)).isoformat()}
+                  for i in range(3)]
+        response = await p.http.post("/v1/batch", json={"writeKey": p.write_key,
+                                                        "batch": events})
+        assert response.status_code == 200
+        await p.wait_inserted(3)
+        rows = await p.stats("zf", start, start + timedelta(minutes=5))
+        assert [r["count"] for r in rows] == [0, 0, 3, 0, 0]
+        assert rows[2] == {"minute": (start + timedelta(minutes=2)).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"), "count": 3, "unique_users": 2, "revenue": 3.75}
+
+        url = "/v1/stats/minutes"
+        good = {"event": "zf", "from": start.isoformat(),
+                "to": (start + timedelta(minutes=5)).isoformat()}
+        bearer = {"Authorization": f"Bearer {p.project.read_keys[0]}"}
+        checks = [
+            ({}, good, 401, "missing_read_key"),
+            ({"Authorization": "Bearer rk_wrong"}, good, 401, "invalid_read_key"),
+            ({"Authorization": f"Bearer {p.write_key}"}, good, 401, "invalid_read_key"),
+            (bearer, {**good, "event": ""}, 400, "invalid_query"),
+            (bearer, {**good, "from": "last tuesday"}, 400, "invalid_query"),
+            (bearer, {**good, "to": good["from"]}, 400, "invalid_query"),
+            (bearer, {**good, "to": (start + timedelta(days=8)).isoformat()}, 400,
+             "invalid_query"),
+        ]
+        for headers, params, status, code in checks:
+            response = await p.http.get(url, params=params, headers=headers)
+            assert response.status_code == status, (params, response.text)
+            assert response.json()["error"] == code
+
+        def progress_is_current() -> bool:
+            rows = queries.read_progress(store, settings.consumer_group, settings.topic)
+            return (len(rows) == settings.topic_partitions
+                    and all(r.lag == 0 for r in rows)
+                    and sum(r.next_offset for r in rows) == 3
+                    and all(now_utc() - r.watermark < timedelta(seconds=30) for r in rows))
+
+        await poll(progress_is_current, 10, "stream_progress did not reach the topic's end")
+        assert p.metric("tracklane_stream_inserted_total") == 3
