@@ -60,3 +60,12 @@ def test_dockerfile_installs_the_package_and_runs_the_cli() -> None:
     assert 'ENTRYPOINT ["tracklane"]' in text
     assert re.search(r"^USER (?!root)", text, re.M)
     assert "EXPOSE 8080" in text and "/healthz" in text
+
+
+def test_readme_documents_every_setting_and_ci_runs_its_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`TRACKLANE_{name.upper()}`" in readme, name
+    test_command = "ruff check . && mypy && python -m pytest -q"
+    assert test_command in readme
+    assert test_command in (ROOT / ".ci" / "run").read_text()
