@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 from clickhouse_connect.driver.client import Client
+from fastapi import FastAPI
 
 from collector.app import CollectorDeps, create_app
 from collector.producer import EventProducer, ensure_topic
@@ -39,6 +40,7 @@ def pipeline_settings(bootstrap: str, **overrides: Any) -> Settings:
 
 @dataclass
 class Pipeline:
+    app: FastAPI
     http: httpx.AsyncClient
     project: Project
     metrics: Metrics
@@ -105,10 +107,11 @@ async def running_pipeline(
     deps = CollectorDeps(settings.collector(), Projects((project,)), producer, metrics, store)
     if clock is not None:
         deps = replace(deps, clock=clock)
-    transport = httpx.ASGITransport(app=create_app(deps), client=("198.51.100.23", 4711))
+    app = create_app(deps)
+    transport = httpx.ASGITransport(app=app, client=("198.51.100.23", 4711))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://collector") as http:
-            yield Pipeline(http, project, metrics, kafka)
+            yield Pipeline(app, http, project, metrics, kafka)
     finally:
         if service is not None:
             service.stop()

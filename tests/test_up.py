@@ -37,7 +37,8 @@ def tracklane_up(workdir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     out = (workdir / "up.out").open("wb")
     err = (workdir / "up.err").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "tracklane.cli", "up", "--port", str(port),
+        # The installed console script, as README's first command runs it.
+        [str(Path(sys.executable).parent / "tracklane"), "up", "--port", str(port),
          "--data-dir", "data"], cwd=workdir, stdout=out, stderr=err,
     )
     try:

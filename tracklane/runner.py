@@ -87,7 +87,7 @@ async def _start_producer(kafka: KafkaConfig, stop: asyncio.Event) -> EventProdu
                 raise
 
 
-class _Http:
+class HttpServer:
     """An HTTP server task with a clear start (listening) and stop (drained)."""
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
@@ -117,7 +117,7 @@ async def run_collector(settings: Settings) -> None:
     store = open_store(settings) if settings.store_dsn else None
     producer = await _start_producer(settings.kafka(), stop)
     deps = CollectorDeps(settings.collector(), projects, producer, metrics, store)
-    http = _Http(create_app(deps), settings.host, settings.port)
+    http = HttpServer(create_app(deps), settings.host, settings.port)
     await http.start()
     log.info("collector listening", extra={"url": f"http://{settings.host}:{settings.port}"})
     await stop.wait()
@@ -192,7 +192,7 @@ async def run_up(settings: Settings) -> None:
         await service.start()
         stream_task = asyncio.create_task(service.run())
         deps = CollectorDeps(settings.collector(), projects, producer, metrics, client)
-        http = _Http(create_app(deps), settings.host, settings.port)
+        http = HttpServer(create_app(deps), settings.host, settings.port)
         await http.start()
         if projects.projects:
             print(_banner(settings, projects.projects[0], broker, settings.resolved_store_dsn()),
