@@ -49,6 +49,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._service = service
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Let an insert in flight finish before the partition's next owner reads its intent.
+        async with self._service._writing:
+            pass
         for tp in revoked:
             self._service._partitions.pop(tp.partition, None)
 
@@ -80,6 +83,7 @@ class StreamService:
         self._partitions: dict[int, _PartitionState] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
+        self._writing = asyncio.Lock()
         self._last_progress = 0.0
 
     async def start(self) -> None:
@@ -212,7 +216,9 @@ class StreamService:
         self, tp: TopicPartition, state: _PartitionState, records: list[SourceRecord],
         replay: queries.BatchIntent | None = None,
     ) -> None:
-        result = await asyncio.to_thread(self._sink.write_batch, tp.partition, records, replay)
+        async with self._writing:
+            result = await asyncio.to_thread(
+                self._sink.write_batch, tp.partition, records, replay)
         state.next_offset = records[-1].offset + 1
         state.last_key = records[-1].key
         if result.last_received_at is not None:
