@@ -12,57 +12,20 @@ import asyncio
 import base64
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import httpx
-import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.pipeline import Pipeline, pipeline_settings, poll, running_pipeline
-from tracklane.broker import TansuBroker, free_port
+from tests.stream_process import StreamProcess, store_counts
+from tracklane.broker import TansuBroker
 
 pytestmark = pytest.mark.anyio
 
 TOTAL = 50_000
 BATCH = 500
 RESEND_EVERY = 7  # every 7th batch is sent twice
-
-
-class StreamProcess:
-    """One run of ``tracklane stream``; its /metrics is how the test watches it."""
-
-    def __init__(self, env: dict[str, str], log: Path, fault: str = "") -> None:
-        self.metrics_port = free_port()
-        run_env = {**env, "TRACKLANE_METRICS_PORT": str(self.metrics_port),
-                   "TRACKLANE_STREAM_FAULT": fault}
-        self._log = log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tracklane.cli", "stream"], env=run_env,
-            stdout=self._log, stderr=self._log,
-        )
-
-    async def metrics(self) -> dict[str, float]:
-        try:
-            async with httpx.AsyncClient() as http:
-                text = (await http.get(f"http://127.0.0.1:{self.metrics_port}/metrics")).text
-        except httpx.TransportError:
-            return {}
-        out: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                key = sample.name + "".join(f",{v}" for v in sample.labels.values())
-                out[key] = sample.value
-        return out
-
-    async def wait_exit(self, timeout_s: float) -> int:
-        await poll(lambda: self.process.poll() is not None, timeout_s, "stream did not exit")
-        self._log.close()
-        return int(self.process.returncode)
 
 
 async def send_all(p: Pipeline, accepted: set[str]) -> int:
@@ -132,9 +95,7 @@ async def test_sigkilled_stream_counts_every_accepted_event_once(
         final.process.send_signal(signal.SIGTERM)
         assert await final.wait_exit(30) == 0
 
-    counts: dict[str, Any] = orjson.loads(subprocess.run(
-        [sys.executable, "-m", "tests.store_counts", str(store_dir)],
-        check=True, capture_output=True).stdout)
+    counts = store_counts(store_dir)
     print(f"\n{TOTAL} events, {acked} records acked, 4 SIGKILLs, "
           f"{time.monotonic() - started:.1f}s, final run replayed {replayed} batch(es)")
     assert len(accepted) == TOTAL
