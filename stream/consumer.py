@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,17 +48,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._service = service
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # Let an insert in flight finish before the partition's next owner reads its intent.
-        async with self._service._writing:
-            pass
-        for tp in revoked:
-            self._service._partitions.pop(tp.partition, None)
+        await self._service.release([tp.partition for tp in revoked])
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        for tp in assigned:
-            self._service._partitions[tp.partition] = _PartitionState()
-        log.info("partitions assigned",
-                 extra={"partitions": sorted(tp.partition for tp in assigned)})
+        self._service.own([tp.partition for tp in assigned])
 
 
 class StreamService:
@@ -103,7 +95,7 @@ class StreamService:
         if assign:
             partitions = await self._topic_partitions(consumer)
             consumer.assign([TopicPartition(self._kafka.topic, p) for p in partitions])
-            self._partitions = {p: _PartitionState() for p in partitions}
+            self.own(partitions)
         else:
             consumer.subscribe([self._kafka.topic], listener=_Rebalance(self))
         log.info("stream started", extra={
@@ -119,6 +111,18 @@ class StreamService:
                 return sorted(found)
             await asyncio.sleep(0.1)
         raise RuntimeError(f"topic {self._kafka.topic!r} has no partitions")
+
+    def own(self, partitions: list[int]) -> None:
+        """Take partitions over; each is recovered from its stored intent before use."""
+        for partition in partitions:
+            self._partitions[partition] = _PartitionState()
+        log.info("partitions assigned", extra={"partitions": sorted(partitions)})
+
+    async def release(self, partitions: list[int]) -> None:
+        # Let an insert in flight finish before the partition's next owner reads its intent.
+        async with self._writing:
+            for partition in partitions:
+                self._partitions.pop(partition, None)
 
     def stop(self) -> None:
         """Ask ``run`` to finish its current batch and return."""
@@ -217,6 +221,8 @@ class StreamService:
         replay: queries.BatchIntent | None = None,
     ) -> None:
         async with self._writing:
+            if self._partitions.get(tp.partition) is not state:
+                return  # revoked while waiting: the next owner replays from the intent
             result = await asyncio.to_thread(
                 self._sink.write_batch, tp.partition, records, replay)
         state.next_offset = records[-1].offset + 1
@@ -325,11 +331,3 @@ class StreamService:
                 return True
         return False
 
-
-async def run_until_stopped(service: StreamService, stop: asyncio.Event) -> None:
-    """Run ``service`` until ``stop`` is set, then let it finish its batch."""
-    task = asyncio.create_task(service.run())
-    await stop.wait()
-    service.stop()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
