@@ -11,6 +11,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from store.client import StoreConfigError
+from store.migrate import MigrationError
+from stream.faults import FaultSpecError
+from tracklane.broker import BrokerStartError
 from tracklane.logs import setup_logging
 from tracklane.projects import ProjectsFileError
 from tracklane.settings import Settings
@@ -72,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "migrate":
             applied = runner.run_migrate(settings)
             print(f"migrations applied: {applied or 'none (up to date)'}")
-    except ProjectsFileError as exc:
+    except (ProjectsFileError, StoreConfigError, MigrationError, BrokerStartError,
+            FaultSpecError) as exc:
         print(f"tracklane: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,37 @@
+"""`tracklane migrate` and configuration errors, run as the installed command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def tracklane(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(Path(sys.executable).parent / "tracklane"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_migrate_applies_each_version_once(tmp_path: Path) -> None:
+    dsn = f"chdb://{tmp_path / 'store'}"
+    first = tracklane("migrate", "--store", dsn, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "migrations applied: [1, 2, 3, 4, 5]" in first.stdout
+    again = tracklane("migrate", "--store", dsn, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "none (up to date)" in again.stdout
+
+
+def test_bad_configuration_is_reported_not_raised(tmp_path: Path) -> None:
+    bad_port = tracklane("up", "--port", "not-a-port", cwd=tmp_path)
+    assert bad_port.returncode == 2 and "invalid int value" in bad_port.stderr
+    (tmp_path / "projects.toml").write_text("[[project]]\nid = 'has space'\n")
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "tracklane"), "collector"], cwd=tmp_path,
+        capture_output=True, text=True, timeout=60,
+        env={"TRACKLANE_PROJECTS_FILE": str(tmp_path / "projects.toml"), "PATH": "/usr/bin"},
+    )
+    assert result.returncode == 2
+    assert "project.0.id" in result.stderr
+    bad_dsn = tracklane("migrate", "--store", "mysql://x", cwd=tmp_path)
+    assert bad_dsn.returncode == 2 and "unsupported store DSN scheme" in bad_dsn.stderr
