@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ProgrammingError
 
 
 class StoreConfigError(ValueError):
@@ -26,7 +27,13 @@ def create_client(dsn: str) -> Client:
         if not path.startswith("/"):
             raise StoreConfigError(f"chdb DSN needs an absolute path: {dsn}")
         Path(path).mkdir(parents=True, exist_ok=True)
-        return clickhouse_connect.get_client(dsn=dsn)
+        try:
+            return clickhouse_connect.get_client(dsn=dsn)
+        except ProgrammingError as exc:
+            raise StoreConfigError(
+                f"cannot open the chDB store at {path}: another process may be using it "
+                f"(one process per path, one path per process): {exc}"
+            ) from None
     if scheme in ("http", "https"):
         # Sessions serialise queries on the server side; the sink and the read API share
         # one client from several threads, so go without.

@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             applied = runner.run_migrate(settings)
             print(f"migrations applied: {applied or 'none (up to date)'}")
     except (ProjectsFileError, StoreConfigError, MigrationError, BrokerStartError,
-            FaultSpecError) as exc:
+            FaultSpecError, runner.HttpStartError) as exc:
         print(f"tracklane: {exc}", file=sys.stderr)
         return 2
     return 0

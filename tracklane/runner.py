@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -30,6 +31,10 @@ from tracklane.settings import KafkaConfig, Settings
 log = logging.getLogger(__name__)
 
 _DRAIN_TIMEOUT_S = 15.0
+
+
+class HttpStartError(RuntimeError):
+    """The HTTP server could not start listening."""
 
 
 class _Server(uvicorn.Server):
@@ -93,14 +98,25 @@ class HttpServer:
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
         self._server = _Server(uvicorn.Config(app, host=host, port=port, log_config=None,
                                               access_log=False, lifespan="off"))
-        self._where = f"{host}:{port}"
+        self._host = host
+        self._port = port
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve())
+        # Bind here rather than in uvicorn, which answers a taken port with SystemExit.
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self._host, self._port))
+        except OSError as exc:
+            sock.close()
+            raise HttpStartError(f"cannot serve HTTP on {self._host}:{self._port}: {exc}") from None
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             if self._task.done():
-                raise SystemExit(f"could not serve HTTP on {self._where}")
+                self._task.result()
+                raise HttpStartError(f"HTTP server on {self._host}:{self._port} did not start")
             await asyncio.sleep(0.02)
 
     async def stop(self) -> None:
@@ -190,10 +206,10 @@ async def run_up(settings: Settings) -> None:
         producer = await _start_producer(kafka, stop)
         service = StreamService(kafka, settings.sink(assign_all=True), client, metrics)
         await service.start()
-        stream_task = asyncio.create_task(service.run())
         deps = CollectorDeps(settings.collector(), projects, producer, metrics, client)
         http = HttpServer(create_app(deps), settings.host, settings.port)
         await http.start()
+        stream_task = asyncio.create_task(service.run())
         if projects.projects:
             print(_banner(settings, projects.projects[0], broker, settings.resolved_store_dsn()),
                   flush=True)
