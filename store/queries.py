@@ -59,23 +59,18 @@ def insert_events(client: Client, rows: Sequence[Sequence[Any]], token: str) -> 
 
 
 def stored_message_ids(
-    client: Client, pairs: Iterable[tuple[str, str]], since: datetime, exclude_token: str
-) -> set[tuple[str, str]]:
-    """Which (project, message id) pairs are already stored, ignoring the batch ``exclude_token``.
-
-    Rows written by the batch being replayed are ignored so that the replay builds the
-    exact block of the first attempt, which the deduplication token then recognises.
-    """
+    client: Client, pairs: Iterable[tuple[str, str]], since: datetime
+) -> dict[tuple[str, str], str]:
+    """Which (project, message id) pairs are stored since ``since``, and under which batch token."""
     pairs = list(pairs)
     if not pairs:
-        return set()
+        return {}
     result = client.query(
-        "SELECT project_id, message_id FROM event_ids "
-        "WHERE (project_id, message_id) IN %(pairs)s "
-        "AND received_at >= %(since)s AND batch_token != %(token)s",
-        parameters={"pairs": pairs, "since": since, "token": exclude_token},
+        "SELECT project_id, message_id, batch_token FROM event_ids "
+        "WHERE (project_id, message_id) IN %(pairs)s AND received_at >= %(since)s",
+        parameters={"pairs": pairs, "since": since},
     )
-    return {(str(p), str(m)) for p, m in result.result_rows}
+    return {(str(p), str(m)): str(t) for p, m, t in result.result_rows}
 
 
 def latest_intent(client: Client, group: str, topic: str, partition: int) -> BatchIntent | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ Clock = Callable[[], datetime]
 # no longer holds them (the broker lost its data, e.g. an in-memory broker restarted).
 _REPLAY_FETCH_TIMEOUT_S = 5.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MIN_BACKOFF_S = 0.5
+_MAX_BACKOFF_S = 30.0
 
 
 def utc_now() -> datetime:
@@ -136,8 +139,22 @@ class StreamService:
     async def run(self) -> None:
         assert self._consumer is not None, "start() first"
         loop = asyncio.get_running_loop()
+        backoff = _MIN_BACKOFF_S
         while not self._stopping.is_set():
-            await self.step()
+            try:
+                await self.step()
+                backoff = _MIN_BACKOFF_S
+            except Exception:
+                # Store or broker trouble: start over from the stored intents, which replay
+                # the failed batch with its token, once things answer again.
+                log.exception("sink step failed; recovering", extra={"retry_in_s": backoff})
+                self._metrics.sink_errors.inc()
+                for state in self._partitions.values():
+                    state.needs_recovery = True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                continue
             if loop.time() - self._last_progress >= self._config.progress_interval_s:
                 await self._verify_logs()
                 await self.publish_progress()

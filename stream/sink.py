@@ -4,7 +4,7 @@ For each partition the sink handles batches of consecutive offsets [s, e], in or
 
 1. decode the envelopes and drop repeats of a message id inside the batch;
 2. drop message ids already stored (``event_ids``), looking back ``dedup_window`` from the
-   batch's earliest arrival, and ignoring rows written under this batch's own token;
+   batch's earliest arrival, except those stored under this batch's own token;
 3. write the batch's *intent* (range, first key, token) to ``stream_offsets``;
 4. insert the rows with ``insert_deduplication_token = token``; the rollup and id views
    are deduplicated with it too.
@@ -111,16 +111,21 @@ class EventSink:
         token = batch_token(self._topic, partition, records)
         envelopes, undecodable = self._decode(partition, records)
         duplicates = len(records) - undecodable - len(envelopes)
+        fresh: list[tuple[Envelope, int]] = []
+        landed = 0  # rows of this very batch stored by an interrupted earlier attempt
         if envelopes:
             since = min(env.received_at for env, _ in envelopes) - self._config.dedup_window
             stored = queries.stored_message_ids(
-                self._client, ((env.project_id, env.message_id) for env, _ in envelopes),
-                since, token,
+                self._client, ((env.project_id, env.message_id) for env, _ in envelopes), since,
             )
-            fresh = [(e, o) for e, o in envelopes if (e.project_id, e.message_id) not in stored]
+            # Rows stored under this batch's own token are not duplicates: keeping them makes
+            # a replay build the first attempt's exact block, which the token then recognises.
+            for env, offset in envelopes:
+                found = stored.get((env.project_id, env.message_id))
+                if found is None or found == token:
+                    fresh.append((env, offset))
+                    landed += found == token
             duplicates += len(envelopes) - len(fresh)
-        else:
-            fresh = []
         if replay is None:
             seq = self._seq.get(partition, 0) + 1
             queries.write_intent(self._client, self._config.group_id, self._topic, BatchIntent(
@@ -136,13 +141,13 @@ class EventSink:
             self._metrics.insert_seconds.observe(time.perf_counter() - started)
         self._faults.reached("after_insert")
         self._metrics.consumed.inc(len(records))
-        self._metrics.inserted.inc(len(fresh))
+        self._metrics.inserted.inc(len(fresh) - landed)
         self._metrics.duplicates.inc(duplicates)
         self._metrics.undecodable.inc(undecodable)
         if replay is not None:
             self._metrics.replayed_batches.inc()
         last = max((env.received_at for env, _ in envelopes), default=None)
-        return BatchResult(len(fresh), duplicates, undecodable, last)
+        return BatchResult(len(fresh) - landed, duplicates, undecodable, last)
 
     def _decode(
         self, partition: int, records: Sequence[SourceRecord]

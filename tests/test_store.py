@@ -71,3 +71,34 @@ async def test_stats_are_zero_filled_and_guarded(broker: TansuBroker, store: Cli
 
         await poll(progress_is_current, 10, "stream_progress did not reach the topic's end")
         assert p.metric("tracklane_stream_inserted_total") == 3
+
+
+async def test_sink_rides_out_a_failing_store_and_loses_nothing(
+    broker: TansuBroker, store: Client,
+) -> None:
+    settings = pipeline_settings(broker.bootstrap_servers)
+    async with running_pipeline(settings, store) as p:
+        now = now_utc()
+
+        async def send(first: int, count: int) -> None:
+            response = await p.http.post("/v1/batch", json={"writeKey": p.write_key, "batch": [
+                {"type": "track", "event": "outage", "anonymousId": "a", "messageId": f"o{i}"}
+                for i in range(first, first + count)]})
+            assert response.status_code == 200
+
+        await send(0, 10)
+        await p.wait_inserted(10)
+        # The sink's id lookup (and the view feeding it) now fail, as with a lost server.
+        store.command("RENAME TABLE event_ids TO event_ids_away")
+        try:
+            await send(10, 10)
+            await poll(lambda: p.metric("tracklane_stream_errors_total") >= 2, 20,
+                       "the sink did not report failing rounds")
+        finally:
+            store.command("RENAME TABLE event_ids_away TO event_ids")
+
+        async def all_counted() -> bool:
+            return await p.total("outage", now) == 20
+
+        await poll(all_counted, 30, "events sent during the store outage were not inserted")
+        assert p.metric("tracklane_stream_inserted_total") == 20

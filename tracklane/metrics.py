@@ -37,6 +37,8 @@ class Metrics:
             registry=r)
         self.undecodable = Counter(
             "tracklane_stream_undecodable", "Records that are not a contract envelope.", registry=r)
+        self.sink_errors = Counter(
+            "tracklane_stream_errors", "Sink rounds that failed and were retried.", registry=r)
         self.replayed_batches = Counter(
             "tracklane_stream_replayed_batches", "Interrupted batches replayed after a restart.",
             registry=r)
