@@ -11,7 +11,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -25,6 +25,7 @@ from collector.enrich import anonymize_ip, parse_user_agent
 from collector.pixel import PIXEL_GIF, pixel_message
 from collector.producer import BrokerUnavailable, EventProducer
 from collector.read_api import read_router
+from tracklane.clock import Clock, utc_now
 from tracklane.contract import (
     ContractError,
     Envelope,
@@ -37,13 +38,6 @@ from tracklane.projects import Project, Projects
 from tracklane.settings import CollectorConfig
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 @dataclass
 class CollectorDeps:

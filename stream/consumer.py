@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -17,12 +16,11 @@ from store import queries
 from store.queries import PartitionProgress
 from stream.faults import FaultPoint
 from stream.sink import EventSink, SourceRecord
+from tracklane.clock import Clock, utc_now
 from tracklane.metrics import Metrics
 from tracklane.settings import KafkaConfig, SinkConfig
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
 
 # How long to wait for the records of an interrupted batch before deciding that the log
 # no longer holds them (the broker lost its data, e.g. an in-memory broker restarted).
@@ -30,10 +28,6 @@ _REPLAY_FETCH_TIMEOUT_S = 5.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIN_BACKOFF_S = 0.5
 _MAX_BACKOFF_S = 30.0
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

@@ -24,7 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 ENVELOPE_VERSION = 1
 
 MessageType = Literal["track", "page", "screen", "identify", "group", "alias"]
-MESSAGE_TYPES: tuple[str, ...] = ("track", "page", "screen", "identify", "group", "alias")
 
 # Stored event names for the types that carry no `event` of their own.
 TYPE_EVENT_NAMES: dict[str, str] = {
