@@ -49,6 +49,9 @@ async def test_broker_down_gives_503_and_nothing_counted_then_recovers(
             assert response.json()["error"] == "broker_unavailable"
         pixel = await p.http.get("/p.gif", params={"k": p.write_key, "e": "while_down"})
         assert pixel.status_code == 503
+        ready = await p.http.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json() == {"status": "unavailable", "kafka": False, "store": True}
 
         # Same port, empty log: what Kafka never acknowledged is simply not there.
         own_broker.start()
@@ -69,3 +72,4 @@ async def test_broker_down_gives_503_and_nothing_counted_then_recovers(
         await poll(after_up_counted, 20.0, "event sent after recovery was not counted")
         assert await p.total("before_down", now) == 3
         assert await p.total("while_down", now) == 0
+        assert (await p.http.get("/readyz")).status_code == 200

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from tests.pipeline import Pipeline, now_utc, pipeline_settings, running_pipeline
+from tests.pipeline import Pipeline, now_utc, pipeline_settings, poll, running_pipeline
 from tracklane.broker import TansuBroker
 
 pytestmark = pytest.mark.anyio
@@ -209,3 +209,34 @@ async def test_enrichment_is_stored_and_the_raw_ip_is_not(
                              "(ip = '203.0.113.77' OR position(properties, '203.0.113.77') > 0)",
                              parameters={"p": p.project.id}).result_rows[0][0]
         assert raw_ip == 0
+
+
+async def test_health_readiness_and_metrics(broker: TansuBroker, store: Client) -> None:
+    settings = pipeline_settings(broker.bootstrap_servers)
+    async with running_pipeline(settings, store) as p:
+        assert (await p.http.get("/healthz")).json() == {"status": "ok"}
+        ready = await p.http.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "ready", "kafka": True, "store": True}
+        await post_batch(p, [track("metered"), {"type": "track"}])
+        await p.http.post("/v1/batch", content=b"{", headers=basic(p.write_key))
+        await p.wait_inserted(1)
+        text = (await p.http.get("/metrics")).text
+        for line in (
+            'tracklane_events_received_total{route="batch"} 2.0',
+            'tracklane_events_rejected_total{reason="invalid_event"} 1.0',
+            'tracklane_events_rejected_total{reason="invalid_json"} 1.0',
+            "tracklane_events_produced_total 1.0",
+            'tracklane_ingest_request_seconds_count{route="batch"} 1.0',
+            "tracklane_stream_consumed_total 1.0",
+            "tracklane_stream_inserted_total 1.0",
+        ):
+            assert line in text, line
+
+        async def progress_published() -> bool:
+            text = (await p.http.get("/metrics")).text
+            return ('tracklane_stream_lag{partition="0"} 0.0' in text
+                    and 'tracklane_stream_lag{partition="1"} 0.0' in text
+                    and 'tracklane_stream_watermark_seconds{partition="1"}' in text)
+
+        await poll(progress_published, 10, "lag and watermark were not published")
