@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,10 @@ from stream.consumer import StreamService
 from tracklane.metrics import Metrics
 from tracklane.projects import Project, Projects
 from tracklane.settings import KafkaConfig, Settings
+
+
+def basic_auth(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
 
 
 def new_project(prefix: str = "p") -> Project:
@@ -49,6 +54,11 @@ class Pipeline:
     @property
     def write_key(self) -> str:
         return self.project.write_keys[0]
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The write key as Segment libraries send it: the Basic-auth username."""
+        return basic_auth(self.write_key)
 
     async def stats(self, event: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
         response = await self.http.get(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +32,7 @@ async def test_broker_down_gives_503_and_nothing_counted_then_recovers(
 ) -> None:
     settings = pipeline_settings(own_broker.bootstrap_servers, produce_timeout_s=2.0)
     async with running_pipeline(settings, store) as p:
-        auth = {"Authorization": "Basic " + base64.b64encode(f"{p.write_key}:".encode()).decode()}
+        auth = p.auth
         now = now_utc()
         ok = await p.http.post("/v1/batch", headers=auth, json={
             "batch": [event("before_down", f"b{i}") for i in range(3)]})

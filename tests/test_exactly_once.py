@@ -9,7 +9,6 @@ insert. Resends of already-accepted batches run throughout.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import signal
 import time
@@ -30,7 +29,7 @@ RESEND_EVERY = 7  # every 7th batch is sent twice
 
 async def send_all(p: Pipeline, accepted: set[str]) -> int:
     """Send TOTAL distinct events (plus resends); return how many records Kafka acked."""
-    auth = {"Authorization": "Basic " + base64.b64encode(f"{p.write_key}:".encode()).decode()}
+    auth = p.auth
     acked = 0
     for n in range(TOTAL // BATCH):
         batch = [{"type": "track", "event": "load", "messageId": f"m-{n}-{i}",

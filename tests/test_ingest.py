@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import gzip
 import uuid
 from datetime import timedelta
@@ -12,7 +11,14 @@ import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from tests.pipeline import Pipeline, now_utc, pipeline_settings, poll, running_pipeline
+from tests.pipeline import (
+    Pipeline,
+    basic_auth,
+    now_utc,
+    pipeline_settings,
+    poll,
+    running_pipeline,
+)
 from tracklane.broker import TansuBroker
 
 pytestmark = pytest.mark.anyio
@@ -26,12 +32,8 @@ def track(event: str = "signup", **fields: Any) -> dict[str, Any]:
             "anonymousId": "anon-1", **fields}
 
 
-def basic(key: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
-
-
 async def post_batch(p: Pipeline, events: list[Any], **kw: Any) -> Any:
-    return await p.http.post("/v1/batch", json={"batch": events}, headers=basic(p.write_key), **kw)
+    return await p.http.post("/v1/batch", json={"batch": events}, headers=p.auth, **kw)
 
 
 async def test_bad_input_gets_documented_answers_and_server_keeps_serving(
@@ -39,7 +41,7 @@ async def test_bad_input_gets_documented_answers_and_server_keeps_serving(
 ) -> None:
     settings = pipeline_settings(broker.bootstrap_servers)
     async with running_pipeline(settings, store) as p:
-        auth = basic(p.write_key)
+        auth = basic_auth(p.write_key)
         cases: list[tuple[dict[str, Any], int, str]] = [
             ({"content": b'{"batch": [', "headers": auth}, 400, "invalid_json"),
             ({"content": b'{"batch": ["\xff\xfe"]}', "headers": auth}, 400, "invalid_utf8"),
@@ -48,7 +50,8 @@ async def test_bad_input_gets_documented_answers_and_server_keeps_serving(
             ({"content": b'{"batch": {}}', "headers": auth}, 400, "invalid_body"),
             ({"content": b"not gzip", "headers": {**auth, "Content-Encoding": "gzip"}},
              400, "invalid_gzip"),
-            ({"content": b'{"batch": []}', "headers": basic("wk_nope")}, 401, "invalid_write_key"),
+            ({"content": b'{"batch": []}', "headers": basic_auth("wk_nope")},
+             401, "invalid_write_key"),
             ({"content": b'{"batch": []}'}, 401, "missing_write_key"),
             ({"content": b'{"batch": []}', "headers": {**auth, "Origin": "https://evil.example"}},
              403, "origin_not_allowed"),
@@ -117,12 +120,12 @@ async def test_every_route_and_key_location_is_accepted(broker: TansuBroker, sto
         wk = p.write_key
         now = now_utc()
         sends = [
-            ("/v1/track", {"event": "route_track", "anonymousId": "a"}, basic(wk)),
+            ("/v1/track", {"event": "route_track", "anonymousId": "a"}, basic_auth(wk)),
             ("/v1/page", {"name": "Home", "anonymousId": "a"}, {"X-Write-Key": wk}),
             ("/v1/screen", {"name": "Main", "userId": 42, "writeKey": wk}, {}),
-            ("/v1/identify", {"userId": "u1", "traits": {"plan": "pro"}}, basic(wk)),
-            ("/v1/group", {"userId": "u1", "groupId": "g1"}, basic(wk)),
-            ("/v1/alias", {"userId": "u1", "previousId": "anon-1"}, basic(wk)),
+            ("/v1/identify", {"userId": "u1", "traits": {"plan": "pro"}}, basic_auth(wk)),
+            ("/v1/group", {"userId": "u1", "groupId": "g1"}, basic_auth(wk)),
+            ("/v1/alias", {"userId": "u1", "previousId": "anon-1"}, basic_auth(wk)),
         ]
         for path, body, headers in sends:
             response = await p.http.post(path, json=body, headers=headers)
@@ -137,7 +140,7 @@ async def test_every_route_and_key_location_is_accepted(broker: TansuBroker, sto
         assert response.headers["access-control-allow-origin"] == "https://shop.example"
         response = await p.http.post(
             "/v1/batch", content=gzip.compress(orjson.dumps({"batch": [track("route_gzip")]})),
-            headers={**basic(wk), "Content-Encoding": "gzip", "Content-Type": "application/json"})
+            headers={**p.auth, "Content-Encoding": "gzip", "Content-Type": "application/json"})
         assert response.status_code == 200
         await p.wait_inserted(8)
         for event in ("route_track", "page_view", "screen_view", "identify", "group", "alias",
@@ -219,7 +222,7 @@ async def test_health_readiness_and_metrics(broker: TansuBroker, store: Client) 
         assert ready.status_code == 200
         assert ready.json() == {"status": "ready", "kafka": True, "store": True}
         await post_batch(p, [track("metered"), {"type": "track"}])
-        await p.http.post("/v1/batch", content=b"{", headers=basic(p.write_key))
+        await p.http.post("/v1/batch", content=b"{", headers=basic_auth(p.write_key))
         await p.wait_inserted(1)
         text = (await p.http.get("/metrics")).text
         for line in (
