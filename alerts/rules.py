@@ -87,7 +87,7 @@ class _RuleBase(_Strict):
     # Flapping: this many breach/clear changes inside flap_window mark the alert flapping;
     # it then sends one notice and resolves only after flap_cooldown of being clear.
     flap_window: Duration = timedelta(hours=1)
-    flap_changes: int = Field(default=6, ge=2)
+    flap_changes: int = Field(default=3, ge=2)
     flap_cooldown: Duration = timedelta(minutes=30)
 
 
