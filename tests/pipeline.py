@@ -43,6 +43,29 @@ def pipeline_settings(bootstrap: str, **overrides: Any) -> Settings:
     return Settings(**{**base, **overrides})
 
 
+class Sink:
+    """The in-process sink, which a test may stop (a stalled pipeline) and start again."""
+
+    def __init__(self, kafka: KafkaConfig, settings: Settings, store: Client,
+                 metrics: Metrics) -> None:
+        self._args = (kafka, settings.sink(assign_all=True), store, metrics)
+        self._service: StreamService | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._service = StreamService(*self._args)
+        await self._service.start()
+        self._task = asyncio.create_task(self._service.run())
+
+    async def stop(self) -> None:
+        if self._service is None or self._task is None:
+            return
+        self._service.stop()
+        await self._task
+        await self._service.close()
+        self._service = self._task = None
+
+
 @dataclass
 class Pipeline:
     app: FastAPI
@@ -50,6 +73,7 @@ class Pipeline:
     project: Project
     metrics: Metrics
     kafka: KafkaConfig
+    sink: Sink | None
 
     @property
     def write_key(self) -> str:
@@ -109,11 +133,10 @@ async def running_pipeline(
     await ensure_topic(kafka)
     producer = EventProducer(kafka)
     await producer.start()
-    service = None
+    sink = None
     if store is not None:
-        service = StreamService(kafka, settings.sink(assign_all=True), store, metrics)
-        await service.start()
-        task = asyncio.create_task(service.run())
+        sink = Sink(kafka, settings, store, metrics)
+        await sink.start()
     deps = CollectorDeps(settings.collector(), Projects((project,)), producer, metrics, store)
     if clock is not None:
         deps = replace(deps, clock=clock)
@@ -121,12 +144,10 @@ async def running_pipeline(
     transport = httpx.ASGITransport(app=app, client=("198.51.100.23", 4711))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://collector") as http:
-            yield Pipeline(app, http, project, metrics, kafka)
+            yield Pipeline(app, http, project, metrics, kafka, sink)
     finally:
-        if service is not None:
-            service.stop()
-            await task
-            await service.close()
+        if sink is not None:
+            await sink.stop()
         await producer.stop()
 
 

@@ -4,54 +4,19 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
 
+from tests.up_process import tracklane_up, wait_for
 from tracklane.broker import free_port
 from tracklane.projects import load_projects
 
 EVENTS = 1000
 PIXELS = 100
-
-
-def wait_for(check: Any, timeout_s: float, message: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s: {message}")
-
-
-@contextmanager
-def tracklane_up(workdir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    out = (workdir / "up.out").open("wb")
-    err = (workdir / "up.err").open("wb")
-    process = subprocess.Popen(
-        # The installed console script, as README's first command runs it.
-        [str(Path(sys.executable).parent / "tracklane"), "up", "--port", str(port),
-         "--data-dir", "data"], cwd=workdir, stdout=out, stderr=err,
-    )
-    try:
-        wait_for(lambda: b"Tracklane is up." in (workdir / "up.out").read_bytes()
-                 or process.poll() is not None, 60, "tracklane up did not start")
-        assert process.poll() is None, (workdir / "up.err").read_text()
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            process.wait(30)
-        out.close()
-        err.close()
 
 
 def curl(*args: str) -> str:
