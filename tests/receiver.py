@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ class Receiver:
     def __init__(self) -> None:
         self.requests: list[Received] = []
         self.statuses: list[int] = []
+        self.delay_s = 0.0  # a slow receiver answers this late
         self._lock = threading.Lock()
         receiver = self
 
@@ -39,6 +41,8 @@ class Receiver:
                     receiver.requests.append(Received(
                         "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
+                if receiver.delay_s:
+                    time.sleep(receiver.delay_s)
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()
