@@ -55,6 +55,7 @@ SeasonalRule = VolumeRule | ZeroTrafficRule | ConversionRule
 
 MINUTE = timedelta(minutes=1)
 LEVEL_MIN, LEVEL_MAX = 0.2, 5.0
+LEVEL_BLOCK = 10  # minutes per block of the level estimate
 SPIKE_FLOOR = 1.0  # events per window: a spike needs real evidence over a near-zero baseline
 
 
@@ -157,10 +158,10 @@ def expected_count(
     window_minutes = int((end - start).total_seconds() // 60)
     split = _minutes(rule.level_window)
     level = split * MINUTE
-    current_level = _count(rollups, project, event, start - level, start)
+    current = rollups.minute_counts(project, event, start - level, start)
 
     samples: list[int] = []
-    level_samples: list[int] = []
+    level_samples: list[list[int]] = []
     for shift in _season_shifts(rule.seasonal_days, rule.seasonal_weeks):
         if start - shift < history:
             break  # shifts only grow, so every later one is before the data too
@@ -168,13 +169,17 @@ def expected_count(
         counts = rollups.minute_counts(project, event, start - shift - level, end - shift)
         samples.append(sum(counts[split:]))
         if start - shift - level >= history:
-            level_samples.append(sum(counts[:split]))
+            level_samples.append(_blocks(counts[:split]))
 
     if len(samples) >= rule.min_seasons:
         seasonal = median(samples)
         factor = 1.0
         if level_samples:
-            factor = (current_level + 1) / (median(level_samples) + 1)
+            now_blocks = _blocks(current)
+            factor = median(
+                (now_blocks[b] + 1) / (median(s[b] for s in level_samples) + 1)
+                for b in range(len(now_blocks))
+            )
             factor = min(LEVEL_MAX, max(LEVEL_MIN, factor))
         return Expectation(
             seasonal * factor,
@@ -182,12 +187,27 @@ def expected_count(
             len(samples),
         )
 
-    # Trailing: minutes before the first data hold nothing, so scale by the covered part.
+    # Trailing: minutes before the first data hold nothing, so use the covered part only.
     covered_from = max(start - level, history)
     covered = int((start - covered_from).total_seconds() // 60)
     if covered * 2 < split:
         return None
-    return Expectation(current_level * window_minutes / covered, f"trailing {covered}m", 0)
+    blocks = _blocks(current[split - covered:])
+    rate = median(blocks) / min(LEVEL_BLOCK, covered)
+    return Expectation(rate * window_minutes, f"trailing {covered}m", 0)
+
+
+def _blocks(counts: list[int]) -> list[int]:
+    """Sums of consecutive LEVEL_BLOCK-minute blocks (the last may be shorter, so it is
+    dropped when there are others).
+
+    The level is the median block ratio, not the ratio of sums, so a burst or a gap of a
+    few minutes just before the window (a spike still going on) does not move the baseline.
+    """
+    sums = [sum(counts[i:i + LEVEL_BLOCK]) for i in range(0, len(counts), LEVEL_BLOCK)]
+    if len(sums) > 1 and len(counts) % LEVEL_BLOCK:
+        sums.pop()
+    return sums
 
 
 # --- volume ------------------------------------------------------------------------------

@@ -140,6 +140,9 @@ class ConversionRule(_SeasonalBase):
     """to_event / from_event in the window against its baseline (one-sided binomial test)."""
 
     kind: Literal["conversion_drop"]
+    # The binomial test at alpha already demands strong evidence over the whole window,
+    # so the alert fires on the first breach: waiting a minute more costs detection delay.
+    for_: Duration = Field(default=timedelta(0), alias="for")
     from_event: str = Field(min_length=1)
     to_event: str = Field(min_length=1)
     # H0: the rate is at least (1 - margin) x baseline, so a baseline off by less than the
@@ -191,7 +194,8 @@ class PipelineStaleRule(_RuleBase):
     max_delay: Duration = timedelta(minutes=5)  # now - watermark
     clear_delay: Duration | None = None  # defaults to max_delay / 2
     max_lag: int = Field(default=1_000_000, ge=1)  # records
-    for_: Duration = Field(default=timedelta(0), alias="for")
+    # A sink that restarts reports no watermark for a few seconds; that is not a stall.
+    for_: Duration = Field(default=timedelta(minutes=1), alias="for")
     keep_firing_for: Duration = timedelta(minutes=1)
 
 
@@ -278,6 +282,9 @@ def _describe(raw: dict[str, Any], err: Any) -> str:
         # Drop the discriminator tag pydantic inserts (e.g. 'conversion_drop').
         loc = [p for p in loc[2:] if not (isinstance(p, str) and p in _KINDS)]
     field = ".".join(str(p) for p in loc)
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        field = ".".join(filter(None, [field, "kind"]))
+        msg = msg.replace(" found using 'kind'", "")
     if where and field:
         return f"{where}: {field}: {msg}"
     if where:

@@ -236,7 +236,8 @@ def test_level_adjustment_scales_the_season_and_is_clamped() -> None:
     r.fill("checkout", END - timedelta(hours=3), END, 150)  # a busier day than usual
     exp = expected_count(r, P, "checkout", END - 5 * MINUTE, END, volume())
     assert exp is not None
-    assert exp.count == pytest.approx(500 * 9001 / 6001)
+    # The level is the median ratio of 10-minute blocks: (1500 + 1) / (1000 + 1).
+    assert exp.count == pytest.approx(500 * 1501 / 1001)
     assert "x level 1.50" in exp.baseline
     assert detect(volume(), r, END).verdict == Verdict.OK  # busier now is not a drop
     r.fill("checkout", END - timedelta(hours=3), END, 2000)
