@@ -91,7 +91,7 @@ class AlertEngine:
             if state.fingerprint in wanted:
                 self._states[state.fingerprint] = state
         for fp, rule in wanted.items():
-            self._states.setdefault(fp, AlertState(fp, rule.name, rule.project, dict(rule.labels)))
+            self._states.setdefault(fp, AlertState(fp, rule.name, rule.project, alert_labels(rule)))
 
     def states(self) -> list[AlertState]:
         with self._lock:

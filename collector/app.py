@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from collector.alerts_api import alerts_router
 from collector.body import RequestError, decode_json, read_body
 from collector.enrich import anonymize_ip, parse_user_agent
 from collector.pixel import PIXEL_GIF, pixel_message
@@ -116,6 +117,7 @@ def create_app(deps: CollectorDeps) -> FastAPI:
         return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(read_router(deps.projects, deps.store, deps.metrics))
+    app.include_router(alerts_router(deps.projects, deps.store, deps.clock))
     return app
 
 

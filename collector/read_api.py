@@ -22,15 +22,15 @@ def read_router(projects: Projects, store: Client | None, metrics: Metrics) -> A
 
     @router.get("/v1/stats/minutes")
     async def stats_minutes(request: Request) -> dict[str, Any]:
-        project = _read_project(request, projects)
+        project = read_project(request, projects)
         if store is None:
             raise RequestError(503, "store_unavailable", "this collector has no store configured")
         params = request.query_params
         event = params.get("event")
         if not event:
             raise RequestError(400, "invalid_query", "event: required")
-        start = _instant(params.get("from"), "from")
-        end = _instant(params.get("to"), "to")
+        start = parse_instant(params.get("from"), "from")
+        end = parse_instant(params.get("to"), "to")
         if end <= start:
             raise RequestError(400, "invalid_query", "to: must be after from")
         if end - start > MAX_RANGE:
@@ -45,7 +45,7 @@ def read_router(projects: Projects, store: Client | None, metrics: Metrics) -> A
     return router
 
 
-def _read_project(request: Request, projects: Projects) -> Project:
+def read_project(request: Request, projects: Projects) -> Project:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -58,7 +58,7 @@ def _read_project(request: Request, projects: Projects) -> Project:
     return project
 
 
-def _instant(raw: str | None, name: str) -> datetime:
+def parse_instant(raw: str | None, name: str) -> datetime:
     if not raw:
         raise RequestError(400, "invalid_query", f"{name}: required (ISO 8601)")
     try:

@@ -73,8 +73,8 @@ class ClickHouseAlertStore:
         rows = self._client.query(
             f"SELECT id, argMax(tuple(project_id, matchers, starts_at, ends_at, created_by, "
             f"comment, created_at), version) AS s FROM silences {where} GROUP BY id "
-            f"HAVING s.4 > %(now)s ORDER BY s.3",
-            parameters={"p": project, "now": now},
+            f"HAVING s.4 > {_MS_PARAM % 'now'} ORDER BY s.3",
+            parameters={"p": project, "now": _ms(now)},
         ).result_rows
         return [Silence(r[0], r[1][0], dict(r[1][1]), _utc(r[1][2]), _utc(r[1][3]), r[1][4],
                         r[1][5], _utc(r[1][6])) for r in rows]
@@ -104,9 +104,9 @@ def list_transitions(
     rows = client.query(
         "SELECT at, rule, fingerprint, kind, severity, labels, from_status, to_status, "
         "incident, flapping, summary, finding FROM alerts "
-        f"WHERE project_id = %(p)s AND at >= %(s)s AND at < %(u)s {rule_filter} "
-        "ORDER BY at DESC, to_status LIMIT %(n)s",
-        parameters={"p": project, "s": since, "u": until, "n": limit, "r": rule},
+        f"WHERE project_id = %(p)s AND at >= {_MS_PARAM % 's'} AND at < {_MS_PARAM % 'u'} "
+        f"{rule_filter} ORDER BY at DESC, to_status LIMIT %(n)s",
+        parameters={"p": project, "s": _ms(since), "u": _ms(until), "n": limit, "r": rule},
     ).result_rows
     return [{
         "at": iso(_utc(r[0])), "rule": r[1], "fingerprint": r[2], "kind": r[3], "severity": r[4],
@@ -132,6 +132,14 @@ def _transition_row(t: Transition) -> list[Any]:
         t.incident, int(t.flapping), f.verdict.value, f.summary, f.observed, f.expected,
         f.p_value, f.window.start, f.window.end, json.dumps(finding_to_dict(f)),
     ]
+
+
+# Datetime parameters are sent with whole seconds; these keep the milliseconds.
+_MS_PARAM = "toDateTime64(%%(%s)s, 3, 'UTC')"
+
+
+def _ms(ts: datetime) -> str:
+    return _utc(ts).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def _utc(ts: datetime) -> datetime:

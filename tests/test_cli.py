@@ -18,7 +18,7 @@ def test_migrate_applies_each_version_once(tmp_path: Path) -> None:
     dsn = f"chdb://{tmp_path / 'store'}"
     first = tracklane("migrate", "--store", dsn, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "migrations applied: [1, 2, 3, 4, 5]" in first.stdout
+    assert "migrations applied: [1, 2, 3, 4, 5, 6, 7, 8]" in first.stdout
     again = tracklane("migrate", "--store", dsn, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "none (up to date)" in again.stdout

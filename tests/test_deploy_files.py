@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from alerts.rules import load_rules
+from alerts.service import check_projects
 from tracklane.cli import _parser
 from tracklane.projects import load_projects
 from tracklane.settings import Settings
@@ -22,13 +24,13 @@ def compose() -> dict[str, Any]:
 
 def test_compose_runs_every_part_against_kafka_and_clickhouse() -> None:
     services = compose()["services"]
-    assert {"kafka", "clickhouse", "migrate", "collector", "stream"} <= set(services)
+    assert {"kafka", "clickhouse", "migrate", "collector", "stream", "alerts"} <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["clickhouse"]["image"].startswith("clickhouse/clickhouse-server:")
-    subcommands = {"up", "collector", "stream", "migrate"}
+    subcommands = {"up", "collector", "stream", "migrate", "alerts"}
     for name in subcommands:  # each one parses
         _parser().parse_args([name])
-    for name in ("migrate", "collector", "stream"):
+    for name in ("migrate", "collector", "stream", "alerts"):
         service = services[name]
         assert service["build"] == "."
         assert service["command"][0] in subcommands
@@ -49,9 +51,14 @@ def test_compose_environment_names_real_settings() -> None:
     assert settings.kafka().bootstrap_servers == "kafka:9092"
 
 
-def test_compose_projects_file_is_valid() -> None:
+def test_compose_projects_and_alerts_files_are_valid() -> None:
     projects = load_projects(ROOT / "deploy" / "projects.toml")
     assert projects.by_write_key("wk_demo") is not None
+    rules = load_rules(ROOT / "deploy" / "alerts.yaml")
+    check_projects(rules, {p.id for p in projects.projects})
+    alerts = compose()["services"]["alerts"]
+    assert "./deploy/alerts.yaml:" + alerts["environment"]["TRACKLANE_ALERTS_FILE"] + ":ro" in (
+        alerts["volumes"])
 
 
 def test_dockerfile_installs_the_package_and_runs_the_cli() -> None:

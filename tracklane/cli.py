@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from alerts.rules import RulesFileError
 from store.client import StoreConfigError
 from store.migrate import MigrationError
 from stream.faults import FaultSpecError
@@ -28,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--host", help="HTTP host (default 127.0.0.1)")
     up.add_argument("--port", type=int, help="HTTP port (default 8080)")
     up.add_argument("--data-dir", type=Path, help="where chDB data and the projects file live")
+    up.add_argument("--alerts-file", type=Path, help="alert rules file (YAML)")
 
     collector = sub.add_parser("collector", help="run the HTTP collector against Kafka")
     collector.add_argument("--host")
@@ -41,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--metrics-port", type=int, help="port for /metrics (0: off)")
     stream.add_argument("--assign-all", action="store_true",
                         help="own every partition without a consumer group")
+
+    alerts = sub.add_parser("alerts", help="run the alert engine against a ClickHouse server")
+    alerts.add_argument("--store", dest="store_dsn", help="store DSN")
+    alerts.add_argument("--alerts-file", type=Path, help="the rules file (YAML)")
+    alerts.add_argument("--metrics-port", type=int, help="port for /metrics (0: off)")
 
     migrate = sub.add_parser("migrate", help="apply store migrations")
     migrate.add_argument("--store", dest="store_dsn", help="store DSN")
@@ -73,11 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(runner.run_collector(settings))
         elif args.command == "stream":
             asyncio.run(runner.run_stream(settings, args.assign_all))
+        elif args.command == "alerts":
+            asyncio.run(runner.run_alerts(settings))
         elif args.command == "migrate":
             applied = runner.run_migrate(settings)
             print(f"migrations applied: {applied or 'none (up to date)'}")
     except (ProjectsFileError, StoreConfigError, MigrationError, BrokerStartError,
-            FaultSpecError, runner.HttpStartError) as exc:
+            FaultSpecError, runner.HttpStartError, RulesFileError,
+            runner.AlertsNotConfigured) as exc:
         print(f"tracklane: {exc}", file=sys.stderr)
         return 2
     return 0

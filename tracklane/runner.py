@@ -18,6 +18,8 @@ from clickhouse_connect.driver.client import Client
 from fastapi import FastAPI
 from prometheus_client import start_http_server
 
+from alerts.rules import load_rules
+from alerts.service import AlertsConfig, AlertService, check_projects
 from collector.app import CollectorDeps, create_app
 from collector.producer import EventProducer, ensure_topic
 from store.client import create_client, describe_dsn
@@ -25,7 +27,7 @@ from store.migrate import RetentionConfig, migrate
 from stream.consumer import StreamService
 from tracklane.broker import TansuBroker
 from tracklane.metrics import Metrics
-from tracklane.projects import Project, load_projects, write_default_projects
+from tracklane.projects import Project, Projects, load_projects, write_default_projects
 from tracklane.settings import KafkaConfig, Settings
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,10 @@ _DRAIN_TIMEOUT_S = 15.0
 
 class HttpStartError(RuntimeError):
     """The HTTP server could not start listening."""
+
+
+class AlertsNotConfigured(RuntimeError):
+    """``tracklane alerts`` was started without a rules file."""
 
 
 class _Server(uvicorn.Server):
@@ -125,6 +131,39 @@ class HttpServer:
             await self._task
 
 
+def load_alerts(settings: Settings, projects: Projects | None) -> AlertsConfig | None:
+    """The rules file, validated (against the projects when they are known); None if unset."""
+    if settings.alerts_file is None:
+        return None
+    rules = load_rules(settings.alerts_file)
+    if projects is not None:
+        check_projects(rules, {p.id for p in projects.projects})
+    return AlertsConfig(rules, settings.consumer_group, settings.topic)
+
+
+async def run_alerts(settings: Settings) -> None:
+    """The alert engine alone, against a ClickHouse server the stream writes to."""
+    if settings.alerts_file is None:
+        raise AlertsNotConfigured("set TRACKLANE_ALERTS_FILE (or --alerts-file) to run alerts")
+    projects_file = settings.resolved_projects_file()
+    projects = load_projects(projects_file) if Path(projects_file).exists() else None
+    config = load_alerts(settings, projects)
+    assert config is not None
+    stop = _stop_event()
+    metrics = Metrics()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, settings.host, registry=metrics.registry)
+    client = open_store(settings)
+    service = AlertService(config, client, metrics.registry)
+    await service.start()
+    task = asyncio.create_task(service.run())
+    await stop.wait()
+    service.stop()
+    await task
+    await service.close()
+    client.close()
+
+
 async def run_collector(settings: Settings) -> None:
     """The collector alone, against a real Kafka (and a store, if configured, for reads)."""
     stop = _stop_event()
@@ -163,7 +202,16 @@ async def run_stream(settings: Settings, assign_all: bool) -> None:
     client.close()
 
 
-def _banner(settings: Settings, project: Project, broker: TansuBroker, dsn: str) -> str:
+def _alerts_line(settings: Settings, alerts: AlertsConfig | None) -> str:
+    if alerts is None:
+        return "off (set TRACKLANE_ALERTS_FILE to a rules file)"
+    return f"{len(alerts.rules.rules)} rules from {settings.alerts_file}"
+
+
+def _banner(
+    settings: Settings, project: Project, broker: TansuBroker, dsn: str,
+    alerts: AlertsConfig | None,
+) -> str:
     base = f"http://{settings.host}:{settings.port}"
     wk = project.write_keys[0] if project.write_keys else "<none>"
     rk = project.read_keys[0] if project.read_keys else "<none>"
@@ -181,6 +229,8 @@ def _banner(settings: Settings, project: Project, broker: TansuBroker, dsn: str)
         f"topic {settings.topic}",
         f"  store          {describe_dsn(dsn)}",
         f"  projects file  {settings.resolved_projects_file()}",
+        f"  alerts         {_alerts_line(settings, alerts)}",
+        f"  alert history  GET  {base}/v1/alerts   (same read key)",
         "Ctrl-C stops.",
     ])
 
@@ -194,6 +244,8 @@ async def run_up(settings: Settings) -> None:
         write_default_projects(projects_file)
         log.info("projects file created", extra={"path": str(projects_file)})
     projects = load_projects(projects_file)
+    # Validate the rules before starting anything, so a bad file fails fast.
+    alerts_config = load_alerts(settings, projects)
     broker = TansuBroker(settings.data_dir / "tansu.log")
     broker.start()
     kafka = replace(settings.kafka(), bootstrap_servers=broker.bootstrap_servers)
@@ -201,6 +253,7 @@ async def run_up(settings: Settings) -> None:
     client: Client | None = None
     producer: EventProducer | None = None
     service: StreamService | None = None
+    alerts: AlertService | None = None
     try:
         client = open_store(settings)
         producer = await _start_producer(kafka, stop)
@@ -210,20 +263,29 @@ async def run_up(settings: Settings) -> None:
         http = HttpServer(create_app(deps), settings.host, settings.port)
         await http.start()
         stream_task = asyncio.create_task(service.run())
+        background = {stream_task}
+        if alerts_config is not None:
+            alerts = AlertService(alerts_config, client, metrics.registry)
+            await alerts.start()
+            background.add(asyncio.create_task(alerts.run()))
         if projects.projects:
-            print(_banner(settings, projects.projects[0], broker, settings.resolved_store_dsn()),
-                  flush=True)
+            print(_banner(settings, projects.projects[0], broker, settings.resolved_store_dsn(),
+                          alerts_config), flush=True)
         stop_wait = asyncio.create_task(stop.wait())
-        await asyncio.wait({stream_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({*background, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         stop_wait.cancel()
         # Stop taking events first, then insert everything Kafka acknowledged: the embedded
         # broker keeps its log in memory only.
         await http.stop()
         service.stop()
-        await stream_task
+        if alerts is not None:
+            alerts.stop()
+        await asyncio.gather(*background)
         if not await service.drain(_DRAIN_TIMEOUT_S):
             log.error("stopped before every acknowledged event was inserted")
     finally:
+        if alerts is not None:
+            await alerts.close()
         if service is not None:
             await service.close()
         if producer is not None:

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # Testing aid: "after_insert:N" or "after_intent:N" SIGKILLs the stream at that point.
     stream_fault: str = ""
 
+    # The alert rules file (YAML); without it no rules are evaluated.
+    alerts_file: Path | None = None
+
     log_level: str = "INFO"
 
     def resolved_projects_file(self) -> Path:
