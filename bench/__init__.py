@@ -1,0 +1,1 @@
+"""Benchmarks and the alert evaluation harness: they print numbers."""
