@@ -71,6 +71,18 @@ def _gamma_series(a: float, x: float) -> float:
     return math.exp(math.log(total) - x + a * math.log(x) - math.lgamma(a))
 
 
+def _lentz(d: float, c: float, an: float, bn: float) -> tuple[float, float, float]:
+    """One step of the modified Lentz method: new (d, c) and the factor for h."""
+    d = an * d + bn
+    if abs(d) < _FPMIN:
+        d = _FPMIN
+    c = bn + an / c
+    if abs(c) < _FPMIN:
+        c = _FPMIN
+    d = 1.0 / d
+    return d, c, d * c
+
+
 def _gamma_cf(a: float, x: float) -> float:
     """Q(a, x) by its continued fraction (modified Lentz); converges fast for x > a + 1."""
     b = x + 1.0 - a
@@ -78,16 +90,8 @@ def _gamma_cf(a: float, x: float) -> float:
     d = 1.0 / b
     h = d
     for i in range(1, _MAX_TERMS):
-        an = -i * (i - a)
         b += 2.0
-        d = an * d + b
-        if abs(d) < _FPMIN:
-            d = _FPMIN
-        c = b + an / c
-        if abs(c) < _FPMIN:
-            c = _FPMIN
-        d = 1.0 / d
-        delta = d * c
+        d, c, delta = _lentz(d, c, -i * (i - a), b)
         h *= delta
         if abs(delta - 1.0) < _EPS:
             break
@@ -158,24 +162,9 @@ def _beta_cf(a: float, b: float, x: float) -> float:
     h = d
     for m in range(1, _MAX_TERMS):
         m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        if abs(d) < _FPMIN:
-            d = _FPMIN
-        c = 1.0 + aa / c
-        if abs(c) < _FPMIN:
-            c = _FPMIN
-        d = 1.0 / d
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        if abs(d) < _FPMIN:
-            d = _FPMIN
-        c = 1.0 + aa / c
-        if abs(c) < _FPMIN:
-            c = _FPMIN
-        d = 1.0 / d
-        delta = d * c
+        d, c, delta = _lentz(d, c, m * (b - m) * x / ((qam + m2) * (a + m2)), 1.0)
+        h *= delta
+        d, c, delta = _lentz(d, c, -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)), 1.0)
         h *= delta
         if abs(delta - 1.0) < _EPS:
             break

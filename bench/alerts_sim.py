@@ -85,7 +85,8 @@ def holiday_factor(day: int) -> Factor:
     return f
 
 
-def _poisson(rng: random.Random, lam: float) -> int:
+def poisson(rng: random.Random, lam: float) -> int:
+    """A Poisson draw: Knuth's product method, the normal approximation above 60."""
     if lam <= 0:
         return 0
     if lam > 60:
@@ -102,7 +103,7 @@ def _binomial(rng: random.Random, n: int, p: float) -> int:
     mean = n * p
     if mean > 30 and n * (1 - p) > 30:
         return min(n, max(0, round(rng.gauss(mean, math.sqrt(mean * (1 - p))))))
-    return _poisson(rng, mean) if p < 0.1 else sum(rng.random() < p for _ in range(n))
+    return poisson(rng, mean) if p < 0.1 else sum(rng.random() < p for _ in range(n))
 
 
 @dataclass
@@ -123,16 +124,16 @@ def generate(seed: int, minutes: int, shape: Shape) -> Traffic:
     for m in range(minutes):
         level = 0.98 * level + math.sqrt(1 - 0.98 ** 2) * rng.gauss(0, 0.05)
         mult = daily(m) * weekly(m) * math.exp(level) * shape.factor(shape.traffic, m)
-        sessions = _poisson(rng, PEAK_SESSIONS * mult)
+        sessions = poisson(rng, PEAK_SESSIONS * mult)
         # Binomial conversions with extra noise: the rate itself varies ~10% minute to minute.
         conv = CONVERSION * math.exp(rng.gauss(0, 0.10)) * shape.factor(shape.conversion, m)
         row = {
             "session_start": sessions,
-            "page_view": _poisson(rng, 3 * sessions),
+            "page_view": poisson(rng, 3 * sessions),
             "add_to_cart": _binomial(rng, sessions, 0.10),
             "purchase": _binomial(rng, sessions, conv),
-            "signup": _poisson(rng, 12 * weekly(m) * shape.factor(shape.traffic, m)),
-            "error": _poisson(rng, 5 * (0.5 + 0.5 * daily(m)) * shape.factor(shape.traffic, m)),
+            "signup": poisson(rng, 12 * weekly(m) * shape.factor(shape.traffic, m)),
+            "error": poisson(rng, 5 * (0.5 + 0.5 * daily(m)) * shape.factor(shape.traffic, m)),
         }
         share, (lo, hi) = NORMAL_LATE, NORMAL_DELAY_S
         for b_start, b_end, b_share, b_lo, b_hi in shape.late_bursts:

@@ -21,6 +21,7 @@ from alerts.rules import (
     ZeroTrafficRule,
 )
 from alerts.stats import binom_cdf, median, poisson_cdf, poisson_sf
+from bench.alerts_sim import poisson
 
 MINUTE = timedelta(minutes=1)
 END = datetime(2024, 3, 20, 12, 0, tzinfo=UTC)  # a Wednesday; end of the last closed minute
@@ -74,18 +75,6 @@ class MemoryRollups:
                   for (proj, _), series in self.counts.items()
                   if proj == project and any(series.values())]
         return datetime.fromtimestamp(min(firsts) * 60, UTC) if firsts else None
-
-
-def poisson(rng: random.Random | None, lam: float) -> int:
-    """A Poisson draw (normal approximation above 50, as test data needs no more)."""
-    assert rng is not None
-    if lam > 50:
-        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
-    limit, k, prod = math.exp(-lam), 0, rng.random()
-    while prod > limit:
-        k += 1
-        prod *= rng.random()
-    return k
 
 
 def binomial(rng: random.Random, n: int, p: float) -> int:
