@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from alerts.rules import ConversionRule, RulesFileError, parse_rules
 from alerts.service import check_projects
+from tests.up_process import wait_for
+from tracklane.broker import free_port
 
 SHORT = """
 notifiers:
@@ -85,3 +89,33 @@ def test_a_bad_rules_file_stops_up_before_it_starts(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     missing = subprocess.run([tracklane, "alerts"], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "TRACKLANE_ALERTS_FILE" in missing.stderr
+
+
+def test_tracklane_alerts_runs_alone_and_stops_cleanly(tmp_path: Path) -> None:
+    rules = tmp_path / "alerts.yaml"
+    rules.write_text(SHORT + """  - name: pipeline
+    project: demo
+    kind: pipeline_stale
+evaluation:
+  interval: 1s
+""")
+    port = free_port()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "tracklane"), "alerts", "--store",
+         f"chdb://{tmp_path / 'store'}", "--alerts-file", str(rules), "--metrics-port",
+         str(port)], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        def evaluated() -> bool:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            except httpx.HTTPError:
+                return False
+            # No sink has reported yet: the pipeline rule says so, and nothing pages.
+            return ('tracklane_alert_evaluations_total{rule="pipeline",'
+                    'verdict="insufficient_data"}') in text
+        wait_for(evaluated, 60, "tracklane alerts did not evaluate")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err

@@ -187,3 +187,22 @@ def test_hysteresis_keeps_firing_between_clear_and_fire_values(store: Client, co
     h.run(engine, 30, count=count)  # below 100 (fire) but above 50 (clear)
     assert engine.state_of(h.rule).status is Status.FIRING
     assert statuses(outbox) == ["firing"]
+
+
+def test_a_flapping_alert_sends_one_notice_and_stays_open(store: Client) -> None:
+    h = Harness(store)
+    outbox = Recorder()
+    engine = h.engine(outbox)
+    for _ in range(6):  # breach 3 minutes, calm 3 minutes, over and over
+        h.run(engine, 3, count=500)
+        h.run(engine, 3, count=0)
+    notes = sent(outbox)
+    flap_notices = [n for n in notes if n.flapping]
+    assert len(flap_notices) == 1 and flap_notices[0].summary.startswith("[flapping]")
+    firsts = {n.id.split("-")[1] for n in notes if n.status.value == "firing"}
+    assert len(firsts) <= 2  # paged at most twice before the flap was seen, then held
+    assert engine.state_of(h.rule).status is Status.FIRING
+    # Calm for the cooldown: one resolve, and the flapping mark is gone.
+    h.run(engine, 31, count=0)
+    assert statuses(outbox)[-1] == "resolved"
+    assert not engine.state_of(h.rule).flapping
