@@ -492,8 +492,12 @@ def detect_pipeline(rule: PipelineStaleRule, progress: PipelineProgress, now: da
     silent = report_age > limit
     breach = delay > limit or lag > rule.max_lag or silent
     clear = not breach and delay <= clear_delay and lag <= rule.max_lag / 2
-    summary = (f"stream watermark {_duration(delay)} behind (limit {_duration(limit)}), "
-               f"lag {lag:,} records")
+    if progress.watermark.year <= 1970:
+        # A partition the sink has not yet read up to date (just started, or recovering).
+        summary = f"a stream partition has no watermark yet, lag {lag:,} records"
+    else:
+        summary = (f"stream watermark {_duration(delay)} behind (limit {_duration(limit)}), "
+                   f"lag {lag:,} records")
     if lag > rule.max_lag:
         summary += f" (limit {rule.max_lag:,})"
     if silent:

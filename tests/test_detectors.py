@@ -572,3 +572,10 @@ def test_detector_math_is_well_under_a_millisecond() -> None:
     own = (time.perf_counter() - started - timed.spent) / 100
     assert all(f.verdict == Verdict.OK for f in findings)
     assert own < 1e-3, f"{own * 1e6:.0f} us of detector math per detect()"
+
+
+def test_pipeline_partition_without_a_watermark_is_said_plainly() -> None:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    finding = detect_pipeline(stale(), PipelineProgress(epoch, 21, END), END)
+    assert finding.verdict == Verdict.BREACH
+    assert finding.summary == "a stream partition has no watermark yet, lag 21 records"
