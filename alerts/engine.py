@@ -93,10 +93,6 @@ class AlertEngine:
         for fp, rule in wanted.items():
             self._states.setdefault(fp, AlertState(fp, rule.name, rule.project, alert_labels(rule)))
 
-    def states(self) -> list[AlertState]:
-        with self._lock:
-            return list(self._states.values())
-
     def state_of(self, rule_name: str) -> AlertState:
         rule = self._rules[rule_name]
         return self._states[fingerprint(rule.name, rule.project, rule.labels)]

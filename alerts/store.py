@@ -49,10 +49,6 @@ class MemoryAlertStore:
     def record_transitions(self, transitions: Sequence[Transition]) -> None:
         self._transitions.extend(transitions)
 
-    def transitions(self, project: str, since: datetime, limit: int) -> list[Transition]:
-        found = [t for t in self._transitions if t.project == project and t.at >= since]
-        return sorted(found, key=lambda t: t.at, reverse=True)[:limit]
-
     def silences(self, project: str | None, now: datetime) -> list[Silence]:
         return [s for s in self._silences.values()
                 if s.ends_at > now and (project is None or s.project == project)]

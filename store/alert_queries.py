@@ -88,13 +88,6 @@ class ClickHouseAlertStore:
             column_names=_SILENCE_COLUMNS,
         )
 
-    def silence(self, project: str, silence_id: str) -> Silence | None:
-        for s in self.silences(project, datetime.min.replace(tzinfo=UTC)):
-            if s.id == silence_id:
-                return s
-        return None
-
-
 def list_transitions(
     client: Client, project: str, since: datetime, until: datetime, limit: int,
     rule: str | None = None,
