@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -26,6 +27,7 @@ from collector.enrich import anonymize_ip, parse_user_agent
 from collector.pixel import PIXEL_GIF, pixel_message
 from collector.producer import BrokerUnavailable, EventProducer
 from collector.read_api import read_router
+from collector.sdk_files import default_sdk_dir, sdk_router
 from tracklane.clock import Clock, utc_now
 from tracklane.contract import (
     ContractError,
@@ -50,6 +52,7 @@ class CollectorDeps:
     metrics: Metrics
     store: Client | None = None
     clock: Clock = utc_now
+    sdk_dir: Path | None = None  # where the built browser SDK is; default: the checkout's
     # Salt for the cookieless anonymous id of pixel hits that carry none.
     pixel_salt: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
@@ -118,6 +121,7 @@ def create_app(deps: CollectorDeps) -> FastAPI:
 
     app.include_router(read_router(deps.projects, deps.store, deps.metrics))
     app.include_router(alerts_router(deps.projects, deps.store, deps.clock))
+    app.include_router(sdk_router(deps.sdk_dir or default_sdk_dir()))
     return app
 
 

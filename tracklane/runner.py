@@ -171,7 +171,8 @@ async def run_collector(settings: Settings) -> None:
     metrics = Metrics()
     store = open_store(settings) if settings.store_dsn else None
     producer = await _start_producer(settings.kafka(), stop)
-    deps = CollectorDeps(settings.collector(), projects, producer, metrics, store)
+    deps = CollectorDeps(settings.collector(), projects, producer, metrics, store,
+                         sdk_dir=settings.sdk_dir)
     http = HttpServer(create_app(deps), settings.host, settings.port)
     await http.start()
     log.info("collector listening", extra={"url": f"http://{settings.host}:{settings.port}"})
@@ -222,6 +223,7 @@ def _banner(
         f"  read key       {rk}",
         f"  send events    POST {base}/v1/batch   (also /v1/track, /v1/page, ...)",
         f"  pixel          GET  {base}/p.gif?k={wk}&e=page_view",
+        f"  browser SDK    <script src=\"{base}/sdk/tracklane.min.js\"></script>",
         f"  read stats     GET  {base}/v1/stats/minutes?event=page_view&from=...&to=...",
         "                 with 'Authorization: Bearer <read key>'",
         f"  metrics        {base}/metrics",
@@ -259,7 +261,8 @@ async def run_up(settings: Settings) -> None:
         producer = await _start_producer(kafka, stop)
         service = StreamService(kafka, settings.sink(assign_all=True), client, metrics)
         await service.start()
-        deps = CollectorDeps(settings.collector(), projects, producer, metrics, client)
+        deps = CollectorDeps(settings.collector(), projects, producer, metrics, client,
+                             sdk_dir=settings.sdk_dir)
         http = HttpServer(create_app(deps), settings.host, settings.port)
         await http.start()
         stream_task = asyncio.create_task(service.run())

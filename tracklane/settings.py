@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     # Testing aid: "after_insert:N" or "after_intent:N" SIGKILLs the stream at that point.
     stream_fault: str = ""
 
+    # Where the built browser SDK is served from (default: sdk_js/dist of the checkout).
+    sdk_dir: Path | None = None
     # The alert rules file (YAML); without it no rules are evaluated.
     alerts_file: Path | None = None
 
