@@ -1,0 +1,19 @@
+// Runs the real build (which itself fails over budget) and checks the gzipped core size.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { root } from "./helpers.mjs";
+import { gzipSync } from "node:zlib";
+import { readFileSync } from "node:fs";
+
+test("build: core is <= 4096 bytes gzipped (level 9)", () => {
+  execFileSync(process.execPath, [join(root, "build.mjs")], { cwd: root, stdio: "pipe" });
+  for (const f of ["tracklane.min.js", "tracklane.esm.js", "outbound.min.js", "core.d.ts", "outbound.d.ts", "snippet.txt"])
+    assert.ok(existsSync(join(root, "dist", f)), f);
+  const size = gzipSync(readFileSync(join(root, "dist/tracklane.min.js")), { level: 9 }).length;
+  console.log(`tracklane.min.js: ${size} bytes gzipped (budget 4096)`);
+  assert.ok(size <= 4096, `${size} > 4096`);
+  assert.ok(!readFileSync(join(root, "dist/tracklane.min.js"), "utf8").includes("installOutbound"), "outbound not in core");
+});
