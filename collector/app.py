@@ -75,7 +75,9 @@ def create_app(deps: CollectorDeps) -> FastAPI:
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, err: RequestError) -> JSONResponse:
         deps.metrics.rejected.labels(err.code).inc()
-        return error_response(err)
+        # A browser SDK that cannot read the status sees a network error and retries a
+        # request that can never succeed, so errors are readable from any origin.
+        return error_response(err, _cors(request))
 
     @app.post("/v1/batch")
     async def batch(request: Request) -> Response:
@@ -182,7 +184,7 @@ class _Ingest:
             return response
         return Response(PIXEL_GIF, media_type="image/gif", headers={
             "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
-            **_cors(request, project),
+            **_cors(request),
         })
 
     def _authenticate(self, request: Request, body_key: Any) -> Project:
@@ -221,7 +223,7 @@ class _Ingest:
                 code = "event_too_large" if str(exc).startswith("event: over") else "invalid_event"
                 metrics.rejected.labels(code).inc()
                 errors.append({"index": index, "error": code, "message": str(exc)})
-        cors = _cors(request, project)
+        cors = _cors(request)
         if not envelopes:
             if not errors:
                 return JSONResponse({"success": True, "accepted": 0}, headers=cors)
@@ -314,8 +316,10 @@ def _client_ip(request: Request, trust_forwarded_for: bool) -> str:
     return request.client.host if request.client else ""
 
 
-def _cors(request: Request, project: Project) -> dict[str, str]:
+def _cors(request: Request) -> dict[str, str]:
     origin = request.headers.get("origin")
     if not origin:
         return {}
-    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    # Retry-After must be readable cross-origin, or the SDK cannot honour it.
+    return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": "Retry-After",
+            "Vary": "Origin"}

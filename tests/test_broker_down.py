@@ -42,9 +42,12 @@ async def test_broker_down_gives_503_and_nothing_counted_then_recovers(
         own_broker.stop()
         for path, body in (("/v1/batch", {"batch": [event("while_down", "d1")]}),
                            ("/v1/track", event("while_down", "d2"))):
-            response = await p.http.post(path, headers=auth, json=body)
+            response = await p.http.post(
+                path, headers={**auth, "Origin": "https://shop.example"}, json=body)
             assert response.status_code == 503, response.text
             assert response.headers["retry-after"] == "7"
+            # The browser SDK honours Retry-After only if it may read it cross-origin.
+            assert response.headers["access-control-expose-headers"] == "Retry-After"
             assert response.json()["error"] == "broker_unavailable"
         pixel = await p.http.get("/p.gif", params={"k": p.write_key, "e": "while_down"})
         assert pixel.status_code == 503

@@ -65,6 +65,11 @@ async def test_bad_input_gets_documented_answers_and_server_keeps_serving(
             assert response.status_code == status, (code, response.text)
             assert response.json()["error"] == code
             assert response.json()["message"]
+        # A browser must be able to read an error, or its SDK would retry it forever.
+        refused = await p.http.post("/v1/batch", content=b'{"batch": []}', headers={
+            **basic_auth("wk_nope"), "Origin": "https://shop.example"})
+        assert refused.status_code == 401
+        assert refused.headers["access-control-allow-origin"] == "https://shop.example"
 
         now = now_utc()
         good = [track("mixed_ok", messageId=f"ok-{i}") for i in range(5)]

@@ -175,6 +175,7 @@ export function createTracklane(w: any = globalThis): Tracklane {
     if (!w.fetch) {
       if (nav.sendBeacon) return [nav.sendBeacon(url(), new Blob([s], { type: "text/plain" })) ? 200 : 0];
       b.forEach((m) => {
+        const g: any = m.context.page || {};
         if (m.type != "identify")
           new w.Image().src =
             o.endpoint +
@@ -184,7 +185,12 @@ export function createTracklane(w: any = globalThis): Tracklane {
               e: m.event || "page_view",
               mid: m.messageId,
               aid: m.anonymousId,
-              url: (m.context.page as any).url || "",
+              uid: m.userId || "",
+              sid: m.context.sessionId as string,
+              ts: m.timestamp,
+              url: g.url || "",
+              ref: g.referrer || "",
+              p: JSON.stringify(m.properties || {}),
             });
       });
       return [200];
@@ -270,7 +276,8 @@ export function createTracklane(w: any = globalThis): Tracklane {
   const bye = (e: any) => {
     if (e.type == "pagehide" || (w.document || {}).visibilityState == "hidden") {
       const q = get("q") || [];
-      gone || (q.length && (nav.sendBeacon ? beacon(q) : flush()));
+      // Offline, a beacon would be "queued" and then lost: keep the queue for the next load.
+      gone || !q.length || nav.onLine === false || (nav.sendBeacon ? beacon(q) : flush());
       gone = 1;
     } else gone = 0;
   };
@@ -329,6 +336,11 @@ export function createTracklane(w: any = globalThis): Tracklane {
       const on = (t: string, f: any) => w.addEventListener && w.addEventListener(t, f);
       on("pagehide", bye);
       on("visibilitychange", bye); // fired at document, bubbles to window
+      on("online", () => {
+        clearTimeout(retry);
+        retry = 0;
+        flush();
+      });
       if (o.autoPage) {
         const h = w.history;
         h &&

@@ -111,6 +111,9 @@ test("pixel fallback when neither fetch nor sendBeacon exist", async (t) => {
   assert.equal(tr.searchParams.get("url"), env.location.href);
   assert.equal(tr.searchParams.get("aid"), env.localStorage.json("tl_aid"));
   assert.ok(tr.searchParams.get("mid"));
+  assert.equal(tr.searchParams.get("sid"), env.localStorage.json("tl_sid").id);
+  assert.deepEqual(JSON.parse(tr.searchParams.get("p")), { plan: "pro" });
+  assert.equal(tr.searchParams.get("ts"), new Date(T0).toISOString());
   assert.deepEqual(env.localStorage.json("tl_q"), []);
 });
 
@@ -133,4 +136,31 @@ test("hide flushes once per hide and again after becoming visible", async (t) =>
   env.dispatch("visibilitychange");
   assert.equal(env.beacons.length, 2);
   assert.equal(JSON.parse(await env.beacons[1].text()).batch[0].event, "b");
+});
+
+test("offline: hiding keeps the queue for the next load; going online sends at once", async (t) => {
+  fakeTimers(t);
+  let up = false;
+  const env = makeEnv({ respond: () => { if (!up) throw new TypeError("Failed to fetch"); return res(200); } });
+  env.navigator.sendBeacon = (url, blob) => (env.beacons.push(blob), true);
+  env.navigator.onLine = false;
+  const tl = createTracklane(env);
+  tl.init({ ...KEY, autoPage: false, flushInterval: 1e9 });
+  tl.track("a");
+  tl.track("b");
+  await tl.flush();
+  assert.equal(env.requests.length, 1, "tried once, failed, backing off");
+  env.document.visibilityState = "hidden";
+  env.dispatch("visibilitychange");
+  env.dispatch("pagehide");
+  assert.equal(env.beacons.length, 0, "no beacon while offline: it would be lost");
+  assert.equal(env.localStorage.json("tl_q").length, 2, "queue kept for the next load");
+  up = true;
+  env.navigator.onLine = true;
+  env.dispatch("online");
+  await settle();
+  assert.equal(env.requests.length, 2, "sent on 'online' without waiting out the backoff");
+  assert.deepEqual(env.requests[1].body.batch.map((m) => m.event), ["a", "b"]);
+  assert.deepEqual(env.requests[1].body.batch.map((m) => m.messageId), env.requests[0].body.batch.map((m) => m.messageId));
+  assert.deepEqual(env.localStorage.json("tl_q"), []);
 });
