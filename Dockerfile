@@ -13,9 +13,12 @@ RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim
 COPY --from=build /install /usr/local
+# The built browser SDK (committed under sdk_js/dist), served by the collector at /sdk/.
+COPY sdk_js/dist /usr/share/tracklane/sdk
 RUN useradd --system --uid 10001 tracklane
 USER tracklane
 ENV TRACKLANE_HOST=0.0.0.0 \
+    TRACKLANE_SDK_DIR=/usr/share/tracklane/sdk \
     TRACKLANE_PORT=8080 \
     PYTHONUNBUFFERED=1
 EXPOSE 8080 9464

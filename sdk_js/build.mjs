@@ -4,13 +4,16 @@
 import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 
 export const BUDGET = 4096;
 const root = dirname(fileURLToPath(import.meta.url));
-const dist = join(root, "dist");
+// dist/ is committed, so `tracklane up` serves the SDK without node; the tests build into
+// another directory (--outdir) and check that the committed files are that build.
+const at = process.argv.indexOf("--outdir");
+const dist = at > 0 ? resolve(process.argv[at + 1]) : join(root, "dist");
 const { version } = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
 
 export const gzSize = (file) => gzipSync(readFileSync(file)).length;
@@ -43,7 +46,7 @@ await Promise.all([
   build({ ...common, entryPoints: [join(root, "src/outbound.ts")], format: "esm", outfile: join(dist, "outbound.esm.js") }),
 ]);
 
-execFileSync(process.execPath, [join(root, "node_modules/typescript/bin/tsc"), "-p", join(root, "tsconfig.json"), "--emitDeclarationOnly"], { stdio: "inherit" });
+execFileSync(process.execPath, [join(root, "node_modules/typescript/bin/tsc"), "-p", join(root, "tsconfig.json"), "--emitDeclarationOnly", "--outDir", relative(root, dist) || "."], { stdio: "inherit", cwd: root });
 
 const html = readFileSync(join(root, "snippet.html"), "utf8");
 const snippet = html.split("<!-- tracklane:snippet:start -->")[1].split("<!-- tracklane:snippet:end -->")[0].trim() + "\n";

@@ -69,6 +69,9 @@ def test_dockerfile_installs_the_package_and_runs_the_cli() -> None:
     assert 'ENTRYPOINT ["tracklane"]' in text
     assert re.search(r"^USER (?!root)", text, re.M)
     assert "EXPOSE 8080" in text and "/healthz" in text
+    # The collector serves the browser SDK from the image.
+    sdk = re.search(r"^COPY sdk_js/dist (\S+)$", text, re.M)
+    assert sdk and f"TRACKLANE_SDK_DIR={sdk.group(1)}" in text
 
 
 def test_readme_documents_every_setting_and_ci_runs_its_test_command() -> None:

@@ -224,6 +224,8 @@ def _banner(
         f"  send events    POST {base}/v1/batch   (also /v1/track, /v1/page, ...)",
         f"  pixel          GET  {base}/p.gif?k={wk}&e=page_view",
         f"  browser SDK    <script src=\"{base}/sdk/tracklane.min.js\"></script>",
+        f"                 <script>tracklane.init({{writeKey: \"{wk}\", endpoint: \"{base}\"}})"
+        "</script>",
         f"  read stats     GET  {base}/v1/stats/minutes?event=page_view&from=...&to=...",
         "                 with 'Authorization: Bearer <read key>'",
         f"  metrics        {base}/metrics",

@@ -1,0 +1,193 @@
+"""The browser SDK and the pixel in headless chromium against a real `tracklane up`.
+
+Each scenario has its own project, so its counts are its own. The topic has one
+partition here: once a sentinel sent after the browser closed is counted, everything the
+browser sent before it has been consumed too, so "exactly" is checked, not "at least".
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests import sdk_js
+from tests.up_process import tracklane_up, wait_for
+from tracklane.broker import free_port
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+LOCAL = "http://127.0.0.1:8080"
+
+# scenario -> the exact counts it must leave in the pipeline
+EXPECTED: dict[str, dict[str, int]] = {
+    "spa": {"page_view": 4, "Clicked": 5},
+    "beacon": {"page_view": 1, "Leaving": 1},
+    "offline_reload": {"page_view": 2, "OfflineEvent": 5},
+    "offline_replay": {"page_view": 2, "Replayed": 3},
+    "retry_after": {"page_view": 1, "Retried": 10},
+    "consent_denied": {"page_view": 0, "Held": 0, "AfterDenied": 0},
+    "consent_granted": {"page_view": 1, "Held": 3},
+    "pixel": {"email_open": 1},
+    "readme": {"page_view": 1, "Signup": 1},
+}
+
+
+@dataclass(frozen=True)
+class Site:
+    """A running `tracklane up` with one project per scenario."""
+
+    base: str
+    started: datetime
+
+    @staticmethod
+    def keys(project: str) -> tuple[str, str]:
+        return f"wk_{project}", f"rk_{project}"
+
+    def config(self, project: str, **extra: Any) -> dict[str, Any]:
+        write_key, read_key = self.keys(project)
+        return {"collector": self.base, "writeKey": write_key, "readKey": read_key, **extra}
+
+    def count(self, project: str, event: str) -> int:
+        rows = httpx.get(f"{self.base}/v1/stats/minutes", params={
+            "event": event, "from": self.started.isoformat(),
+            "to": (datetime.now(UTC) + timedelta(minutes=2)).isoformat(),
+        }, headers={"Authorization": f"Bearer {self.keys(project)[1]}"}).json()["rows"]
+        return sum(int(r["count"]) for r in rows)
+
+    def counts_after_sentinel(self, project: str, events: list[str]) -> dict[str, int]:
+        """Counts once everything sent so far for the project has been consumed."""
+        sentinel = f"sentinel-{uuid.uuid4()}"
+        response = httpx.post(f"{self.base}/v1/track", json={
+            "event": sentinel, "anonymousId": "test", "writeKey": self.keys(project)[0]})
+        assert response.status_code == 200, response.text
+        wait_for(lambda: self.count(project, sentinel) == 1, 30, "sentinel not counted")
+        return {event: self.count(project, event) for event in events}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    sdk_js.require_tooling(browser=True)
+    workdir = tmp_path_factory.mktemp("sdk_up")
+    (workdir / "data").mkdir()
+    (workdir / "data" / "projects.toml").write_text("".join(
+        f'[[project]]\nid = "{name}"\nwrite_keys = ["{Site.keys(name)[0]}"]\n'
+        f'read_keys = ["{Site.keys(name)[1]}"]\nallowed_origins = ["*"]\n'
+        for name in EXPECTED))
+    port = free_port()
+    # No TRACKLANE_SDK_DIR: up serves the checkout's sdk_js/dist by default.
+    env = {"TRACKLANE_TOPIC_PARTITIONS": "1"}
+    started = datetime.now(UTC) - timedelta(minutes=1)
+    with tracklane_up(workdir, port, env):
+        yield Site(f"http://127.0.0.1:{port}", started)
+
+
+def check(site: Site, project: str) -> None:
+    expected = EXPECTED[project]
+    assert site.counts_after_sentinel(project, list(expected)) == expected
+
+
+def test_page_load_three_spa_navigations_and_five_events_give_exact_counts(site: Site) -> None:
+    report = sdk_js.scenario("spa", site.config("spa"))
+    assert report["requests"] >= 1
+    check(site, "spa")
+
+
+def test_event_sent_right_before_navigating_away_arrives_by_beacon(site: Site) -> None:
+    report = sdk_js.scenario("beacon", site.config("beacon"))
+    assert report["fetches"] == 0, "nothing was due before the page was left"
+    assert report["beacons"] == [{"url": f"{site.base}/v1/batch", "ok": True}]
+    check(site, "beacon")
+
+
+def test_offline_events_are_delivered_once_after_a_reload_online(site: Site) -> None:
+    report = sdk_js.scenario("offline_reload", site.config("offline_reload"))
+    assert report["queuedOffline"] == 5
+    check(site, "offline_reload")
+
+
+def test_queue_left_behind_offline_is_replayed_once_on_the_next_load(site: Site) -> None:
+    report = sdk_js.scenario("offline_replay", site.config("offline_replay"))
+    assert report["queuedOffline"] == 3
+    assert report["sentWhileAway"] == 0, "a beacon sent offline would have been lost"
+    check(site, "offline_replay")
+
+
+def test_503_with_retry_after_is_waited_out_and_every_event_arrives_once(site: Site) -> None:
+    report = sdk_js.scenario("retry_after", site.config("retry_after"))
+    assert report["refused"] == 3
+    assert report["attempts"] > 3
+    # Retry-After: 1 is honoured after each refusal (measured in node, some slack).
+    assert min(report["gaps"][:3]) >= 900, report["gaps"]
+    check(site, "retry_after")
+
+
+def test_consent_denied_sends_and_stores_nothing(site: Site) -> None:
+    report = sdk_js.scenario("consent_denied", site.config("consent_denied"))
+    assert report == {"requests": 0, "storageKeys": []}
+    check(site, "consent_denied")
+
+
+def test_consent_granted_sends_the_held_events(site: Site) -> None:
+    report = sdk_js.scenario("consent_granted", site.config("consent_granted"))
+    assert report["beforeConsent"] == 0
+    check(site, "consent_granted")
+
+
+def test_pixel_in_an_img_tag_counts_once(site: Site) -> None:
+    report = sdk_js.scenario("pixel", site.config("pixel"))
+    assert report["naturalWidths"] == [1, 1]
+    check(site, "pixel")
+
+
+def readme_snippet() -> str:
+    text = README.read_text()
+    block = text.split("<!-- tracklane:snippet:start -->")[1].split(
+        "<!-- tracklane:snippet:end -->")[0]
+    found = re.search(r"```html\n(.*?)```", block, re.S)
+    assert found, "README's snippet block has no html code"
+    return found.group(1)
+
+
+def test_readme_snippet_is_the_built_one() -> None:
+    built = (sdk_js.DIST / "snippet.txt").read_text()
+    expected = built.replace("https://COLLECTOR", LOCAL).replace("WRITE_KEY", "YOUR_WRITE_KEY")
+    assert readme_snippet() == expected
+
+
+def test_readme_snippet_on_a_plain_static_page_records_page_views_and_an_event(
+    site: Site, tmp_path: Path,
+) -> None:
+    snippet = readme_snippet().replace(LOCAL, site.base).replace(
+        "YOUR_WRITE_KEY", Site.keys("readme")[0])
+    (tmp_path / "index.html").write_text(
+        "<!doctype html>\n<html><head><title>Plain page</title>\n" + snippet +
+        "</head><body><h1>Hello</h1>\n<script>tracklane.track('Signup');</script>\n"
+        "</body></html>\n")
+    port = free_port()
+    static = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+         "--directory", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/index.html"
+        wait_for(lambda: _serving(url), 10, "static server did not start")
+        sdk_js.scenario("visit", site.config("readme", url=url))
+    finally:
+        static.terminate()
+        static.wait(10)
+    check(site, "readme")
+
+
+def _serving(url: str) -> bool:
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.TransportError:
+        return False
