@@ -93,7 +93,8 @@ def apply_retention(client: Client, retention: RetentionConfig) -> None:
         f"ALTER TABLE event_ids MODIFY TTL toDateTime(received_at) "
         f"+ INTERVAL {int(retention.dedup_window_hours) + 1} HOUR"
     )
-    client.command(
-        f"ALTER TABLE rollups_minute MODIFY TTL minute "
-        f"+ INTERVAL {int(retention.events_days)} DAY"
-    )
+    for table, column in (("rollups_minute", "minute"), ("sessions", "day")):
+        client.command(
+            f"ALTER TABLE {table} MODIFY TTL {column} "
+            f"+ INTERVAL {int(retention.events_days)} DAY"
+        )
