@@ -1,0 +1,100 @@
+"""Sessions, as the analytics queries see them.
+
+A session is the SDK's session id when the event has one: those are kept incrementally in
+the ``sessions`` table (migration 0009) and read from it. Events without one (server-side
+and pixel) are sessionized at query time by 30 minutes of inactivity per anonymous id,
+from the raw events (:data:`SESSION_EVENTS`). :data:`SESSIONS` is both, one row per
+session, with the same columns.
+
+Bots are left out of every session. Persons are ``distinct_id`` (the user id when known,
+else the anonymous id).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+SESSION_GAP = timedelta(minutes=30)
+# Sessions that start before a range but reach into it are read from this far back.
+LOOKBACK = timedelta(days=1)
+
+# One row per non-bot event of project %(p)s in [%(lo)s, %(hi)s), with its session key:
+# the SDK session id, else anonymous id + the start of its run of events no more than
+# SESSION_GAP apart. %(gap)s is the gap in seconds.
+SESSION_EVENTS = """
+SELECT
+    *,
+    if(session_id != '', session_id,
+       concat(anonymous_id, '@', toString(
+           sum(starts) OVER (PARTITION BY anonymous_id ORDER BY timestamp, message_id
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)))) AS session_key
+FROM
+(
+    SELECT
+        message_id, type, event, timestamp, anonymous_id, distinct_id, session_id, path,
+        referrer_domain, toString(utm_source) AS utm_source,
+        toString(utm_medium) AS utm_medium, toString(utm_campaign) AS utm_campaign,
+        toString(device_type) AS device_type, toString(browser) AS browser,
+        toString(os) AS os, revenue,
+        if(session_id = '' AND dateDiff('millisecond',
+               lagInFrame(timestamp, 1, toDateTime64(0, 3, 'UTC')) OVER (
+                   PARTITION BY anonymous_id, session_id = '' ORDER BY timestamp, message_id
+                   ROWS BETWEEN 1 PRECEDING AND CURRENT ROW),
+               timestamp) > %(gap)s * 1000, 1, 0) AS starts
+    FROM events
+    WHERE project_id = %(p)s AND timestamp >= %(lo)s AND timestamp < %(hi)s AND is_bot = 0
+)
+"""
+
+
+def session_params(project_id: str, start: datetime, end: datetime) -> dict[str, object]:
+    """Parameters of SESSION_EVENTS and SESSIONS for sessions that start in [start, end)."""
+    return {"p": project_id, "start": start, "end": end, "lo": start - LOOKBACK,
+            "hi": end + LOOKBACK, "gap": int(SESSION_GAP.total_seconds())}
+
+
+_SESSION_COLUMNS = """
+    anonymous_id, user_id, started_at, ended_at, pageviews, interactions, revenue,
+    entry_path, exit_path, referrer_domain, utm_source, utm_medium, utm_campaign,
+    device_type, browser, os
+"""
+
+# One row per non-bot session of project %(p)s that starts in [%(start)s, %(end)s).
+# Bounce: at most one page view and no other interaction (track or screen).
+SESSIONS = f"""
+SELECT session_key, {_SESSION_COLUMNS},
+       pageviews <= 1 AND interactions = 0 AS bounce,
+       dateDiff('millisecond', started_at, ended_at) / 1000 AS duration_s
+FROM
+(
+    SELECT
+        session_id AS session_key, any(anonymous_id) AS anonymous_id,
+        max(user_id) AS user_id, min(started_at) AS started_at, max(ended_at) AS ended_at,
+        sum(pageviews) AS pageviews, sum(interactions) AS interactions,
+        sum(revenue) AS revenue,
+        argMinMerge(entry_path) AS entry_path, argMaxMerge(exit_path) AS exit_path,
+        argMinMerge(referrer_domain) AS referrer_domain,
+        argMinMerge(utm_source) AS utm_source, argMinMerge(utm_medium) AS utm_medium,
+        argMinMerge(utm_campaign) AS utm_campaign,
+        argMinMerge(device_type) AS device_type, argMinMerge(browser) AS browser,
+        argMinMerge(os) AS os
+    FROM sessions
+    WHERE project_id = %(p)s AND day >= toDate(%(lo)s) AND day <= toDate(%(hi)s)
+    GROUP BY session_id
+    HAVING max(is_bot) = 0
+    UNION ALL
+    SELECT
+        session_key, any(anonymous_id), max(if(distinct_id != anonymous_id, distinct_id, '')),
+        min(timestamp), max(timestamp),
+        countIf(type = 'page'), countIf(type IN ('track', 'screen')),
+        sum(toDecimal128(revenue, 4)),
+        argMinIf(path, timestamp, type = 'page'), argMaxIf(path, timestamp, type = 'page'),
+        argMin(referrer_domain, timestamp), argMin(utm_source, timestamp),
+        argMin(utm_medium, timestamp), argMin(utm_campaign, timestamp),
+        argMin(device_type, timestamp), argMin(browser, timestamp), argMin(os, timestamp)
+    FROM ({SESSION_EVENTS})
+    WHERE session_id = ''
+    GROUP BY session_key
+)
+WHERE started_at >= %(start)s AND started_at < %(end)s
+"""
