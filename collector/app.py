@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from clickhouse_connect.driver.client import Client
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -26,6 +27,7 @@ from collector.body import RequestError, decode_json, read_body
 from collector.enrich import anonymize_ip, parse_user_agent
 from collector.pixel import PIXEL_GIF, pixel_message
 from collector.producer import BrokerUnavailable, EventProducer
+from collector.query_api import query_router
 from collector.read_api import read_router
 from collector.sdk_files import default_sdk_dir, sdk_router
 from tracklane.clock import Clock, utc_now
@@ -71,6 +73,14 @@ def error_response(err: RequestError, headers: dict[str, str] | None = None) -> 
 def create_app(deps: CollectorDeps) -> FastAPI:
     app = FastAPI(title="Tracklane collector", version="0.1.0")
     ingest = _Ingest(deps)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_query(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Only the query API declares typed bodies; name the bad field, plainly, as a 400.
+        detail = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc'] if part != 'body') or 'body'}: "
+            f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+        return await _request_error(request, RequestError(400, "invalid_query", detail))
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, err: RequestError) -> JSONResponse:
@@ -123,6 +133,7 @@ def create_app(deps: CollectorDeps) -> FastAPI:
 
     app.include_router(read_router(deps.projects, deps.store, deps.metrics))
     app.include_router(alerts_router(deps.projects, deps.store, deps.clock))
+    app.include_router(query_router(deps.projects, deps.store))
     app.include_router(sdk_router(deps.sdk_dir or default_sdk_dir()))
     return app
 

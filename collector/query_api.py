@@ -1,0 +1,141 @@
+"""The analytics API: ``POST /v1/query/<name>`` with a JSON body, behind a read key.
+
+Bodies are validated by the pydantic models below (also the OpenAPI schema at
+``/openapi.json``); a bad parameter is a 400 naming it. Ranges are limited to
+:data:`MAX_RANGE`.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the local Authed alias as a type.
+import asyncio
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal, TypeVar
+
+from clickhouse_connect.driver.client import Client
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from collector.body import RequestError
+from collector.read_api import read_project
+from store import analytics
+from store.analytics_errors import QueryError
+from tracklane.projects import Project, Projects
+
+MAX_RANGE = timedelta(days=400)
+_T = TypeVar("_T")
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    start: datetime = Field(alias="from", description="range start (ISO 8601), inclusive")
+    end: datetime = Field(alias="to", description="range end (ISO 8601), exclusive")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _range(self) -> "_Query":
+        if self.end <= self.start:
+            raise ValueError("to: must be after from")
+        if self.end - self.start > MAX_RANGE:
+            raise ValueError(f"range: at most {MAX_RANGE.days} days")
+        return self
+
+
+class KpisQuery(_Query):
+    order_event: str = Field("purchase", max_length=200,
+                             description="the event that counts as an order")
+
+
+class TimeseriesQuery(_Query):
+    event: str = Field(min_length=1, max_length=200)
+    grain: Literal["minute", "hour", "day"] = "hour"
+    tz: str = Field("UTC", description="IANA time zone for hour and day buckets")
+
+
+class BreakdownQuery(_Query):
+    dimension: Literal[analytics.DIMENSIONS]  # type: ignore[valid-type]
+    limit: int = Field(100, ge=1, le=1000)
+
+
+class ConversionQuery(_Query):
+    goal: str = Field(min_length=1, max_length=200)
+
+
+class FunnelQuery(_Query):
+    steps: list[str] = Field(min_length=analytics.FUNNEL_STEPS[0],
+                             max_length=analytics.FUNNEL_STEPS[1])
+    window_s: float = Field(3600, gt=0, le=90 * 86400,
+                            description="each person's time from step 1 to the last step")
+    breakdown: Literal["referrer_domain", "utm_source", "utm_medium", "utm_campaign",
+                       "device", "browser", "os"] | None = None
+
+
+def query_router(projects: Projects, store: Client | None) -> APIRouter:
+    router = APIRouter(prefix="/v1/query", tags=["query"])
+
+    def auth(request: Request) -> Project:
+        # A dependency runs before the body is validated: no key, no details about the body.
+        return read_project(request, projects)
+
+    Authed = Annotated[Project, Depends(auth)]
+
+    async def run(project: Project, query: Callable[[Client, str], _T]) -> _T:
+        if store is None:
+            raise RequestError(503, "store_unavailable", "this collector has no store configured")
+        try:
+            return await asyncio.to_thread(query, store, project.id)
+        except QueryError as exc:
+            raise RequestError(400, "invalid_query", str(exc)) from None
+
+    @router.post("/kpis")
+    async def kpis(project: Authed, q: KpisQuery) -> dict[str, Any]:
+        """PV, UV (approximate and exact), sessions, bounce rate, visit duration, revenue."""
+        got = await run(project, lambda c, p: analytics.kpis(c, p, q.start, q.end, q.order_event))
+        return _json(asdict(got))
+
+    @router.post("/timeseries")
+    async def timeseries(project: Authed, q: TimeseriesQuery) -> dict[str, Any]:
+        """One event per minute, hour or local day, from the rollups."""
+        points = await run(project, lambda c, p: analytics.timeseries(
+            c, p, q.event, q.start, q.end, q.grain, q.tz))
+        return {"points": [_json(asdict(pt)) for pt in points]}
+
+    @router.post("/breakdown")
+    async def breakdown(project: Authed, q: BreakdownQuery) -> dict[str, Any]:
+        """Top pages, entry and exit pages, sources, campaigns, devices, browsers, OSes."""
+        rows = await run(project, lambda c, p: analytics.breakdown(
+            c, p, q.start, q.end, q.dimension, q.limit))
+        return {"rows": [asdict(r) for r in rows]}
+
+    @router.post("/conversion")
+    async def conversion(project: Authed, q: ConversionQuery) -> dict[str, Any]:
+        """Share of persons who did the goal event."""
+        got = await run(project, lambda c, p: analytics.conversion(c, p, q.start, q.end, q.goal))
+        return asdict(got)
+
+    @router.post("/funnel")
+    async def funnel(project: Authed, q: FunnelQuery) -> dict[str, Any]:
+        """Persons reaching each step in order within the window, optionally by segment."""
+        funnels = await run(project, lambda c, p: analytics.funnel(
+            c, p, q.start, q.end, q.steps, timedelta(seconds=q.window_s), q.breakdown))
+        return {"funnels": [asdict(f) for f in funnels]}
+
+    return router
+
+
+def _json(row: dict[str, Any]) -> dict[str, Any]:
+    """Decimals as numbers and times as ISO 8601, for JSON clients."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, datetime):
+            out[key] = value.isoformat()
+        elif hasattr(value, "as_tuple"):
+            out[key] = float(value)
+        else:
+            out[key] = value
+    return out
