@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from collector.alerts_api import alerts_router
 from collector.body import RequestError, decode_json, read_body
 from collector.enrich import anonymize_ip, parse_user_agent
+from collector.ingest_log import IngestLog
 from collector.pixel import PIXEL_GIF, pixel_message
 from collector.producer import BrokerUnavailable, EventProducer
 from collector.query_api import query_router
@@ -55,6 +56,7 @@ class CollectorDeps:
     store: Client | None = None
     clock: Clock = utc_now
     sdk_dir: Path | None = None  # where the built browser SDK is; default: the checkout's
+    ingest_log: IngestLog | None = None  # per-minute outcomes in ClickHouse, when there is one
     # Salt for the cookieless anonymous id of pixel hits that carry none.
     pixel_salt: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
@@ -85,6 +87,10 @@ def create_app(deps: CollectorDeps) -> FastAPI:
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, err: RequestError) -> JSONResponse:
         deps.metrics.rejected.labels(err.code).inc()
+        route = _ingest_route(request.url.path)
+        if deps.ingest_log is not None and route is not None:
+            # The project is unknown here: a refused request may carry no valid key.
+            deps.ingest_log.rejected("", route, err.code)
         # A browser SDK that cannot read the status sees a network error and retries a
         # request that can never succeed, so errors are readable from any origin.
         return error_response(err, _cors(request))
@@ -136,6 +142,14 @@ def create_app(deps: CollectorDeps) -> FastAPI:
     app.include_router(query_router(deps.projects, deps.store))
     app.include_router(sdk_router(deps.sdk_dir or default_sdk_dir()))
     return app
+
+
+def _ingest_route(path: str) -> str | None:
+    """The ingest route a path belongs to (as in the route metrics), else None."""
+    if path == "/p.gif":
+        return "pixel"
+    name = path.removeprefix("/v1/")
+    return name if name in ("batch", *_SINGLE_ROUTES) and path != name else None
 
 
 def _single_route(ingest: _Ingest, kind: str) -> Callable[[Request], Any]:
@@ -233,6 +247,8 @@ class _Ingest:
             except ContractError as exc:
                 code = "event_too_large" if str(exc).startswith("event: over") else "invalid_event"
                 metrics.rejected.labels(code).inc()
+                if deps.ingest_log is not None:
+                    deps.ingest_log.rejected(project.id, route, code)
                 errors.append({"index": index, "error": code, "message": str(exc)})
         cors = _cors(request)
         if not envelopes:
@@ -249,6 +265,8 @@ class _Ingest:
         except BrokerUnavailable as exc:
             metrics.produce_failures.inc()
             metrics.rejected.labels("broker_unavailable").inc(len(envelopes))
+            if deps.ingest_log is not None:
+                deps.ingest_log.rejected(project.id, route, "broker_unavailable", len(envelopes))
             log.warning("events refused: broker unavailable", extra={
                 "project": project.id, "events": len(envelopes), "error": str(exc)})
             return JSONResponse(
@@ -258,6 +276,8 @@ class _Ingest:
                 headers={"Retry-After": str(deps.config.retry_after_s), **cors},
             )
         metrics.produced.inc(len(envelopes))
+        if deps.ingest_log is not None:
+            deps.ingest_log.accepted(project.id, route, len(envelopes))
         body: dict[str, Any] = {"success": True, "accepted": len(envelopes)}
         if errors:
             body["errors"] = errors

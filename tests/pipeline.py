@@ -16,6 +16,7 @@ from clickhouse_connect.driver.client import Client
 from fastapi import FastAPI
 
 from collector.app import CollectorDeps, create_app
+from collector.ingest_log import IngestLog
 from collector.producer import EventProducer, ensure_topic
 from stream.consumer import StreamService
 from tracklane.metrics import Metrics
@@ -74,6 +75,7 @@ class Pipeline:
     metrics: Metrics
     kafka: KafkaConfig
     sink: Sink | None
+    ingest_log: IngestLog | None = None
 
     @property
     def write_key(self) -> str:
@@ -140,11 +142,14 @@ async def running_pipeline(
     deps = CollectorDeps(settings.collector(), Projects((project,)), producer, metrics, store)
     if clock is not None:
         deps = replace(deps, clock=clock)
+    if store is not None:
+        # Flushed by the tests that read it, so no background task.
+        deps = replace(deps, ingest_log=IngestLog(store, deps.clock))
     app = create_app(deps)
     transport = httpx.ASGITransport(app=app, client=("198.51.100.23", 4711))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://collector") as http:
-            yield Pipeline(app, http, project, metrics, kafka, sink)
+            yield Pipeline(app, http, project, metrics, kafka, sink, deps.ingest_log)
     finally:
         if sink is not None:
             await sink.stop()

@@ -248,3 +248,27 @@ async def test_health_readiness_and_metrics(broker: TansuBroker, store: Client) 
                     and 'tracklane_stream_watermark_seconds{partition="1"}' in text)
 
         await poll(progress_published, 10, "lag and watermark were not published")
+
+
+async def test_accepted_and_refused_events_are_counted_per_minute_in_the_store(
+    broker: TansuBroker, store: Client,
+) -> None:
+    async with running_pipeline(pipeline_settings(broker.bootstrap_servers), store) as p:
+        assert p.ingest_log is not None
+        mixed = [track("counted"), track("counted"), {"type": "track", "anonymousId": "a"}]
+        assert (await post_batch(p, mixed)).status_code == 200
+        assert (await p.http.get("/p.gif", params={"k": p.write_key})).status_code == 200
+        refused = await p.http.post("/v1/track", json=track("x"), headers=basic_auth("wk_no"))
+        assert refused.status_code == 401
+        assert p.ingest_log.flush() > 0
+        rows = store.query(
+            "SELECT project_id, route, outcome, reason, sum(events) FROM ingest_minute "
+            "WHERE project_id IN (%(p)s, '') AND minute >= %(m)s "
+            "GROUP BY project_id, route, outcome, reason",
+            parameters={"p": p.project.id, "m": now_utc() - timedelta(minutes=2)},
+        ).result_rows
+        got = {tuple(r[:4]): r[4] for r in rows}
+        assert got[(p.project.id, "batch", "accepted", "")] == 2
+        assert got[(p.project.id, "batch", "rejected", "invalid_event")] == 1
+        assert got[(p.project.id, "pixel", "accepted", "")] == 1
+        assert got[("", "track", "rejected", "invalid_write_key")] >= 1

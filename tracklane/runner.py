@@ -21,11 +21,13 @@ from prometheus_client import start_http_server
 from alerts.rules import load_rules
 from alerts.service import AlertsConfig, AlertService, check_projects
 from collector.app import CollectorDeps, create_app
+from collector.ingest_log import IngestLog
 from collector.producer import EventProducer, ensure_topic
 from store.client import create_client, describe_dsn
 from store.migrate import RetentionConfig, migrate
 from stream.consumer import StreamService
 from tracklane.broker import TansuBroker
+from tracklane.clock import utc_now
 from tracklane.metrics import Metrics
 from tracklane.projects import Project, Projects, load_projects, write_default_projects
 from tracklane.settings import KafkaConfig, Settings
@@ -171,13 +173,18 @@ async def run_collector(settings: Settings) -> None:
     metrics = Metrics()
     store = open_store(settings) if settings.store_dsn else None
     producer = await _start_producer(settings.kafka(), stop)
+    ingest_log = IngestLog(store, utc_now) if store is not None else None
     deps = CollectorDeps(settings.collector(), projects, producer, metrics, store,
-                         sdk_dir=settings.sdk_dir)
+                         sdk_dir=settings.sdk_dir, ingest_log=ingest_log)
     http = HttpServer(create_app(deps), settings.host, settings.port)
     await http.start()
+    if ingest_log is not None:
+        await ingest_log.start()
     log.info("collector listening", extra={"url": f"http://{settings.host}:{settings.port}"})
     await stop.wait()
     await http.stop()
+    if ingest_log is not None:
+        await ingest_log.stop()
     await producer.stop()
     if store is not None:
         store.close()
@@ -263,10 +270,12 @@ async def run_up(settings: Settings) -> None:
         producer = await _start_producer(kafka, stop)
         service = StreamService(kafka, settings.sink(assign_all=True), client, metrics)
         await service.start()
+        ingest_log = IngestLog(client, utc_now)
         deps = CollectorDeps(settings.collector(), projects, producer, metrics, client,
-                             sdk_dir=settings.sdk_dir)
+                             sdk_dir=settings.sdk_dir, ingest_log=ingest_log)
         http = HttpServer(create_app(deps), settings.host, settings.port)
         await http.start()
+        await ingest_log.start()
         stream_task = asyncio.create_task(service.run())
         background = {stream_task}
         if alerts_config is not None:
@@ -282,6 +291,7 @@ async def run_up(settings: Settings) -> None:
         # Stop taking events first, then insert everything Kafka acknowledged: the embedded
         # broker keeps its log in memory only.
         await http.stop()
+        await ingest_log.stop()
         service.stop()
         if alerts is not None:
             alerts.stop()
