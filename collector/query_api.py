@@ -55,6 +55,7 @@ class TimeseriesQuery(_Query):
     event: str = Field(min_length=1, max_length=200)
     grain: Literal["minute", "hour", "day"] = "hour"
     tz: str = Field("UTC", description="IANA time zone for hour and day buckets")
+    visitors: bool = Field(True, description="also unique persons (slower over long ranges)")
 
 
 class BreakdownQuery(_Query):
@@ -102,7 +103,7 @@ def query_router(projects: Projects, store: Client | None) -> APIRouter:
     async def timeseries(project: Authed, q: TimeseriesQuery) -> dict[str, Any]:
         """One event per minute, hour or local day, from the rollups."""
         points = await run(project, lambda c, p: analytics.timeseries(
-            c, p, q.event, q.start, q.end, q.grain, q.tz))
+            c, p, q.event, q.start, q.end, q.grain, q.tz, q.visitors))
         return {"points": [_json(asdict(pt)) for pt in points]}
 
     @router.post("/breakdown")

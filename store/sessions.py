@@ -21,7 +21,8 @@ LOOKBACK = timedelta(days=1)
 # One row per non-bot event of project %(p)s in [%(lo)s, %(hi)s), with its session key:
 # the SDK session id, else anonymous id + the start of its run of events no more than
 # SESSION_GAP apart. %(gap)s is the gap in seconds.
-SESSION_EVENTS = """
+def _session_events(where: str = "") -> str:
+    return f"""
 SELECT
     *,
     if(session_id != '', session_id,
@@ -43,8 +44,15 @@ FROM
                timestamp) > %(gap)s * 1000, 1, 0) AS starts
     FROM events
     WHERE project_id = %(p)s AND timestamp >= %(lo)s AND timestamp < %(hi)s AND is_bot = 0
+          {where}
 )
 """
+
+
+SESSION_EVENTS = _session_events()
+# Only events without an SDK session id: the filter must sit under the window functions,
+# or they would run over every event of the range.
+_UNSESSIONED_EVENTS = _session_events("AND session_id = ''")
 
 
 def session_params(project_id: str, start: datetime, end: datetime) -> dict[str, object]:
@@ -92,8 +100,7 @@ FROM
         argMin(referrer_domain, timestamp), argMin(utm_source, timestamp),
         argMin(utm_medium, timestamp), argMin(utm_campaign, timestamp),
         argMin(device_type, timestamp), argMin(browser, timestamp), argMin(os, timestamp)
-    FROM ({SESSION_EVENTS})
-    WHERE session_id = ''
+    FROM ({_UNSESSIONED_EVENTS})
     GROUP BY session_key
 )
 WHERE started_at >= %(start)s AND started_at < %(end)s

@@ -141,6 +141,10 @@ def test_timeseries_from_the_rollups(store: Client, shop: Shop, grain: analytics
         got = analytics.timeseries(store, PROJECT, event, *WEEK, grain, tz)
         assert {p.time: (p.events, p.visitors, p.revenue) for p in got} == {
             t: (n, len(people[t]), revenue[t]) for t, n in counts.items()}
+        counts_only = analytics.timeseries(store, PROJECT, event, *WEEK, grain, tz,
+                                           visitors=False)
+        assert {p.time: (p.events, p.visitors) for p in counts_only} == {
+            t: (n, None) for t, n in counts.items()}
 
 
 def expected_funnel(hits: list[Hit], steps: list[str], window: timedelta) -> list[int]:
