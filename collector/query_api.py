@@ -9,7 +9,7 @@ Bodies are validated by the pydantic models below (also the OpenAPI schema at
 import asyncio
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
 from clickhouse_connect.driver.client import Client
@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from collector.body import RequestError
 from collector.read_api import read_project
-from store import analytics
+from store import analytics, attribution, retention
 from store.analytics_errors import QueryError
 from tracklane.projects import Project, Projects
 
@@ -76,6 +76,34 @@ class FunnelQuery(_Query):
                        "device", "browser", "os"] | None = None
 
 
+class RetentionQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    from_day: date = Field(description="first cohort day (local date in tz)")
+    to_day: date = Field(description="last cohort day, inclusive")
+    tz: str = "UTC"
+    cohort_event: str | None = Field(None, max_length=200,
+                                     description="cohort by first of this event; default any")
+    return_event: str | None = Field(None, max_length=200,
+                                     description="what counts as returning; default any event")
+    max_day: int = Field(30, ge=0, le=retention.MAX_DAY)
+
+    @model_validator(mode="after")
+    def _range(self) -> "RetentionQuery":
+        if self.to_day < self.from_day:
+            raise ValueError("to_day: must not be before from_day")
+        if (self.to_day - self.from_day).days > MAX_RANGE.days:
+            raise ValueError(f"range: at most {MAX_RANGE.days} days")
+        return self
+
+
+class AttributionQuery(_Query):
+    conversion_event: str = Field(min_length=1, max_length=200)
+    model: Literal[attribution.MODELS]  # type: ignore[valid-type]
+    lookback_days: float = Field(30, ge=0, le=365)
+    half_life_days: float = Field(7, gt=0, le=365, description="time_decay only")
+
+
 def query_router(projects: Projects, store: Client | None) -> APIRouter:
     router = APIRouter(prefix="/v1/query", tags=["query"])
 
@@ -125,6 +153,27 @@ def query_router(projects: Projects, store: Client | None) -> APIRouter:
         funnels = await run(project, lambda c, p: analytics.funnel(
             c, p, q.start, q.end, q.steps, timedelta(seconds=q.window_s), q.breakdown))
         return {"funnels": [asdict(f) for f in funnels]}
+
+    @router.post("/retention")
+    async def retention_(project: Authed, q: RetentionQuery) -> dict[str, Any]:
+        """Cohorts by first-seen day (or first cohort_event), returning on day N."""
+        got = await run(project, lambda c, p: retention.retention(
+            c, p, start=q.from_day, end=q.to_day, tz=q.tz, cohort_event=q.cohort_event,
+            return_event=q.return_event, max_day=q.max_day))
+        # A day-N rate only counts cohorts that have had N days to come back.
+        as_of = datetime.now(UTC).date()
+        rates = {f"d{n}": got.rate(n, as_of) for n in (1, 7, 30) if n <= q.max_day}
+        return {"cohorts": [{"day": c.day.isoformat(), "size": c.size, "retained": c.retained}
+                            for c in got.cohorts], "rates": rates, "as_of": as_of.isoformat()}
+
+    @router.post("/attribution")
+    async def attribution_(project: Authed, q: AttributionQuery) -> dict[str, Any]:
+        """Credit for conversions by channel, under one attribution model."""
+        credits = await run(project, lambda c, p: attribution.attribution(
+            c, p, conversion_event=q.conversion_event, start=q.start, end=q.end,
+            model=q.model, lookback=timedelta(days=q.lookback_days),
+            half_life=timedelta(days=q.half_life_days)))
+        return {"channels": [asdict(c) for c in credits]}
 
     return router
 

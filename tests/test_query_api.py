@@ -54,8 +54,23 @@ async def test_queries_answer_json_that_matches_the_library(
         goal = (await ask(p, "conversion", {**span, "goal": "purchase"})).json()
         assert goal["converted"] >= counts[2]  # buyers outside a funnel window count too
 
+        cohorts = (await ask(p, "retention", {
+            "from_day": data.START.date().isoformat(), "to_day": TO[:10], "max_day": 7,
+            "tz": "Europe/Paris"})).json()
+        assert sum(c["size"] for c in cohorts["cohorts"]) > 0
+        assert all(c["retained"][0] == c["size"] for c in cohorts["cohorts"])
+        assert 0 < cohorts["rates"]["d1"] < 1 and set(cohorts["rates"]) == {"d1", "d7"}
+
+        for model in ("first_touch", "last_touch", "linear", "time_decay", "position_based"):
+            channels = (await ask(p, "attribution", {**span, "conversion_event": "purchase",
+                                                     "model": model})).json()["channels"]
+            # Each purchase gives out exactly one conversion of credit.
+            assert sum(c["conversions"] for c in channels) == pytest.approx(want.orders)
+            assert sum(c["share"] for c in channels) == pytest.approx(1.0)
+
         spec = (await p.http.get("/openapi.json")).json()
-        for name in ("kpis", "timeseries", "breakdown", "conversion", "funnel"):
+        for name in ("kpis", "timeseries", "breakdown", "conversion", "funnel", "retention",
+                     "attribution"):
             assert f"/v1/query/{name}" in spec["paths"]
 
 
@@ -73,6 +88,13 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("funnel", {"from": FROM, "to": TO, "steps": ["a"]}, "steps"),
     ("funnel", {"from": FROM, "to": TO, "steps": ["a"] * 11}, "steps"),
     ("funnel", {"from": FROM, "to": TO, "steps": ["a", "b"], "window_s": 0}, "window_s"),
+    ("retention", {"from_day": "2026-10-02", "to_day": "2026-10-01"}, "to_day"),
+    ("retention", {"from_day": "2026-10-01", "to_day": "2026-10-02", "max_day": 999},
+     "max_day"),
+    ("attribution", {"from": FROM, "to": TO, "conversion_event": "purchase",
+                     "model": "u_shaped"}, "model"),
+    ("attribution", {"from": FROM, "to": TO, "conversion_event": "purchase",
+                     "model": "linear", "lookback_days": -1}, "lookback_days"),
 ]
 
 
@@ -94,6 +116,7 @@ async def test_bad_parameters_get_clear_400s_and_injection_is_harmless(
             ("conversion", {"goal": evil}), ("kpis", {"order_event": evil}),
             ("timeseries", {"event": evil, "grain": "day", "tz": "UTC"}),
             ("funnel", {"steps": [evil, "purchase'); DROP TABLE events; --"]}),
+            ("attribution", {"conversion_event": evil, "model": "linear"}),
         ):
             response = await ask(p, name, {"from": FROM, "to": TO, **body})
             assert response.status_code == 200, response.text
