@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
 from clickhouse_connect.driver.client import Client
@@ -184,7 +185,7 @@ def _json(row: dict[str, Any]) -> dict[str, Any]:
     for key, value in row.items():
         if isinstance(value, datetime):
             out[key] = value.isoformat()
-        elif hasattr(value, "as_tuple"):
+        elif isinstance(value, Decimal):
             out[key] = float(value)
         else:
             out[key] = value
