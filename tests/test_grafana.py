@@ -96,8 +96,15 @@ def expand(sql: str, variables: dict[str, str], span: Range) -> str:
     bare = {"fromTime": f"toDateTime({start})", "toTime": f"toDateTime({end})",
             "interval_s": str(INTERVAL_S)}
     # Grafana substitutes variables first; the plugin then expands its macros.
-    out = re.sub(r"\$\{(\w+)\}|\$(?!__)(\w+)",
-                 lambda m: variables[m.group(1) or m.group(2)], sql)
+    def variable(match: re.Match[str]) -> str:
+        value = variables[match.group(1) or match.group(3)]
+        if match.group(2) == "sqlstring":
+            # Grafana's sqlstring format: quoted, with ' doubled.
+            return "'" + value.replace("'", "''") + "'"
+        assert match.group(2) is None, f"format {match.group(2)} is not expanded by this test"
+        return value
+
+    out = re.sub(r"\$\{(\w+)(?::(\w+))?\}|\$(?!__)(\w+)", variable, sql)
     out = re.sub(r"\$__(\w+)\(([^()]*)\)", with_column, out)
     out = re.sub(r"\$__(fromTime|toTime|interval_s)\b", lambda m: bare[m.group(1)], out)
     assert "$" not in out, f"unexpanded: {out}"
@@ -250,6 +257,16 @@ def test_funnel_counts_users_reaching_each_step(store: Client, planted: Planted)
         (3, 1.0, 1.0), (2, pytest.approx(2 / 3), pytest.approx(2 / 3)), (1, third, 0.5)]
     assert run(store, planted, "funnel.json", "Conversion ${step1} → ${step3}")[0][0] == (
         pytest.approx(1 / 3))
+
+
+def test_a_quote_in_a_text_box_is_a_value_not_sql(store: Client, planted: Planted) -> None:
+    board = load_dashboard(ROOT / "grafana" / "dashboards" / "funnel.json")
+    funnel = next(q for q in dashboard_queries()
+                  if q.dashboard == "funnel.json" and q.where.startswith("Funnel ["))
+    hostile = "page_view' OR 1=1 OR event = '"
+    variables = {**variable_defaults(board), "project": PROJECT, "step1": hostile}
+    rows = store.query(expand(funnel.sql, variables, planted.span)).result_rows
+    assert [tuple(r) for r in rows] == [(hostile, 0), ("add_to_cart", 0), ("purchase", 0)]
 
 
 def test_alerts_show_what_is_firing_now(store: Client, planted: Planted) -> None:
