@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,9 @@ def test_compose_runs_every_part_against_kafka_and_clickhouse() -> None:
         assert service["command"][0] in subcommands
     assert services["collector"]["depends_on"]["migrate"]["condition"] == (
         "service_completed_successfully")
-    assert "8080:8080" in services["collector"]["ports"]
+    # A host port range, so that `--scale collector=N` does not collide; the first is 8080.
+    assert "8080-8089:8080" in services["collector"]["ports"]
+    assert "container_name" not in services["collector"]
 
 
 def test_compose_environment_names_real_settings() -> None:
@@ -81,3 +84,147 @@ def test_readme_documents_every_setting_and_ci_runs_its_test_command() -> None:
     test_command = "ruff check . && mypy && python -m pytest -q"
     assert test_command in readme
     assert test_command in (ROOT / ".ci" / "run").read_text()
+
+
+REQUIRED_SERVICES = {"kafka", "clickhouse", "migrate", "collector", "stream", "alerts",
+                     "grafana", "prometheus", "alertmanager"}
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in (service.get("environment") or {}).items()}
+
+
+def _dockerfile_env() -> dict[str, str]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    env = re.search(r"^ENV (.+)$", text, re.M)
+    assert env
+    return dict(pair.split("=", 1) for pair in env.group(1).split())
+
+
+def _metrics_port(name: str, service: dict[str, Any]) -> int:
+    """Where a Tracklane service serves /metrics: the collector on its HTTP port."""
+    env = {**_dockerfile_env(), **_env(service)}
+    if name == "collector":
+        return int(env["TRACKLANE_PORT"])
+    return int(env.get("TRACKLANE_METRICS_PORT", Settings.model_fields["metrics_port"].default))
+
+
+def _interpolate(text: str, env: dict[str, str]) -> str:
+    """Grafana's ${VAR} expansion of provisioning files."""
+    return re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], text)
+
+
+def test_compose_stack_is_consistent() -> None:
+    data = compose()
+    services: dict[str, Any] = data["services"]
+    assert set(services) >= REQUIRED_SERVICES
+    assert services["grafana"]["image"].startswith("grafana/grafana:")
+    assert services["prometheus"]["image"].startswith("prom/prometheus:")
+    assert services["alertmanager"]["image"].startswith("prom/alertmanager:")
+
+    fields = {f"TRACKLANE_{name.upper()}" for name in Settings.model_fields}
+    declared = set(data.get("volumes") or {})
+    for name, service in services.items():
+        for key in _env(service):
+            if key.startswith("TRACKLANE_"):
+                assert key in fields, f"{name}: {key} is not a setting"
+        for dep, spec in (service.get("depends_on") or {}).items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            assert spec["condition"] in ("service_healthy", "service_completed_successfully")
+            if spec["condition"] == "service_healthy":
+                assert not services[dep].get("healthcheck", {}).get("disable"), (name, dep)
+        for mount in service.get("volumes") or []:
+            source = mount.split(":", 1)[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), f"{name}: {source} is not in the repo"
+            else:
+                assert source in declared, f"{name}: volume {source} is not declared"
+    for name in ("kafka", "clickhouse", "grafana", "prometheus", "alertmanager"):
+        assert any(m.split(":", 1)[0] in declared for m in services[name]["volumes"]), name
+
+    # Scalable services: replicas need distinct names and one consumer group.
+    for name in ("collector", "stream"):
+        assert "container_name" not in services[name]
+    assert "TRACKLANE_CONSUMER_INSTANCE_ID" not in _env(services["stream"])
+    assert services["collector"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    grafana = services["grafana"]
+    assert "grafana-clickhouse-datasource" in _env(grafana)["GF_INSTALL_PLUGINS"]
+    assert "/api/health" in " ".join(grafana["healthcheck"]["test"])
+    assert {"./grafana/provisioning:/etc/grafana/provisioning:ro",
+            "./grafana/dashboards:/etc/grafana/dashboards:ro"} <= set(grafana["volumes"])
+
+
+def test_prometheus_scrapes_every_service_where_it_serves_metrics() -> None:
+    services = compose()["services"]
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    scraped: dict[str, int] = {}
+    for job in config["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            for name in sd["names"]:
+                assert name in services, f"scrape target {name} is not a service"
+                scraped[name] = sd["port"]
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                assert target.split(":")[0] in services, target
+    assert {name: _metrics_port(name, services[name])
+            for name in ("collector", "stream", "alerts")} == scraped
+
+
+def test_grafana_reads_the_compose_clickhouse_with_its_credentials() -> None:
+    services = compose()["services"]
+    provisioning = ROOT / "grafana" / "provisioning"
+    text = (provisioning / "datasources" / "clickhouse.yaml").read_text()
+    sources = yaml.safe_load(_interpolate(text, _env(services["grafana"])))["datasources"]
+    ch = next(s for s in sources if s["type"] == "grafana-clickhouse-datasource")
+    clickhouse_env = _env(services["clickhouse"])
+    assert ch["jsonData"]["host"] in services and ch["jsonData"]["host"] == "clickhouse"
+    assert ch["jsonData"]["protocol"] == "http"
+    assert f"{ch['jsonData']['port']}:{ch['jsonData']['port']}" in services["clickhouse"]["ports"]
+    assert ch["jsonData"]["username"] == clickhouse_env["CLICKHOUSE_USER"]
+    assert ch["secureJsonData"]["password"] == clickhouse_env["CLICKHOUSE_PASSWORD"]
+    # The stream writes where Grafana reads.
+    dsn = Settings(store_dsn=_env(services["stream"])["TRACKLANE_STORE_DSN"]).resolved_store_dsn()
+    assert dsn == (f"http://{ch['jsonData']['username']}:{ch['secureJsonData']['password']}"
+                   f"@clickhouse:{ch['jsonData']['port']}/{ch['jsonData']['defaultDatabase']}")
+
+    provider = yaml.safe_load((provisioning / "dashboards" / "tracklane.yaml").read_text())
+    path = provider["providers"][0]["options"]["path"]
+    assert f"./grafana/dashboards:{path}:ro" in services["grafana"]["volumes"]
+    boards = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
+    assert boards
+    for board in boards:
+        for uid in _datasource_uids(json.loads(board.read_text())):
+            assert uid == ch["uid"], f"{board.name}: datasource {uid}"
+
+
+def _datasource_uids(node: Any) -> list[str]:
+    """Every datasource uid a dashboard names, Grafana's own annotations left out."""
+    out: list[str] = []
+    if isinstance(node, dict):
+        source = node.get("datasource")
+        if isinstance(source, dict) and source.get("type") != "grafana":
+            out.append(source["uid"])
+        for value in node.values():
+            out += _datasource_uids(value)
+    elif isinstance(node, list):
+        for value in node:
+            out += _datasource_uids(value)
+    return out
+
+
+def test_alerts_notify_the_compose_alertmanager() -> None:
+    services = compose()["services"]
+    rules = load_rules(ROOT / "deploy" / "alerts.yaml")
+    managers = [n for n in rules.notifiers if n.kind == "alertmanager"]
+    assert managers and all(n.url == "http://alertmanager:9093" for n in managers)
+    assert "9093:9093" in services["alertmanager"]["ports"]
+    assert services["alerts"]["depends_on"]["alertmanager"]["condition"] == "service_healthy"
+    config = yaml.safe_load((ROOT / "deploy" / "alertmanager.yml").read_text())
+    receivers = {r["name"] for r in config["receivers"]}
+    assert config["route"]["receiver"] in receivers
+    assert all(r["receiver"] in receivers for r in config["route"].get("routes", []))
+    # Every rule's dashboard link opens a provisioned dashboard.
+    uids = {json.loads(p.read_text())["uid"]
+            for p in (ROOT / "grafana" / "dashboards").glob("*.json")}
+    link = rules.evaluation.dashboard_url
+    assert link and link.rsplit("/d/", 1)[1] in uids

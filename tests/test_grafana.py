@@ -1,0 +1,298 @@
+"""Every Grafana dashboard query, run on the session's chDB against planted data.
+
+Grafana and the ClickHouse plugin rewrite a panel's SQL before ClickHouse sees it: the
+dashboard's variables, then the plugin's macros. ``expand`` does the same for exactly the
+macros the dashboards use (as pkg/macros of grafana/clickhouse-datasource writes them), and
+refuses anything left with a ``$``, so a typo in a dashboard fails here instead of in Grafana.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from alerts.model import Finding, Verdict, Window
+from alerts.state import Status, Transition, fingerprint
+from store import queries
+from store.alert_queries import ClickHouseAlertStore
+from tests.analytics_data import CRAWLER, DESKTOP, PHONE, Agent, Channel, Hit, Shop, load
+from tests.pipeline import now_utc
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
+PROJECT = "grafana-test"
+GROUP = "grafana-test-sink"
+TOPIC = "grafana-test.events"
+# The panel interval Grafana would pick for a short range; rollups are per minute anyway.
+INTERVAL_S = 60
+
+
+@dataclass(frozen=True)
+class Query:
+    dashboard: str
+    where: str  # panel title, variable or annotation name
+    sql: str
+
+    def __str__(self) -> str:
+        return f"{self.dashboard}: {self.where}"
+
+
+@dataclass(frozen=True)
+class Range:
+    start: datetime
+    end: datetime
+
+
+def load_dashboard(path: Path) -> dict[str, Any]:
+    board: dict[str, Any] = json.loads(path.read_text())
+    return board
+
+
+def dashboard_queries() -> Iterator[Query]:
+    """Every SQL text of every dashboard: panel targets, variables and annotations."""
+    for path in DASHBOARDS:
+        board = load_dashboard(path)
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                yield Query(path.name, f"{panel['title']} [{target['refId']}]",
+                            target["rawSql"])
+        for var in board["templating"]["list"]:
+            if var["type"] == "query":
+                yield Query(path.name, f"variable {var['name']}", var["query"])
+        for note in board["annotations"]["list"]:
+            if "target" in note:
+                yield Query(path.name, f"annotation {note['name']}", note["target"]["rawSql"])
+
+
+def variable_defaults(board: dict[str, Any]) -> dict[str, str]:
+    """Textbox and custom variables: the value the dashboard opens with."""
+    return {v["name"]: str(v["current"]["value"]) for v in board["templating"]["list"]
+            if v["type"] in ("textbox", "custom")}
+
+
+def expand(sql: str, variables: dict[str, str], span: Range) -> str:
+    start, end = int(span.start.timestamp()), int(span.end.timestamp())
+
+    def with_column(match: re.Match[str]) -> str:
+        name, column = match.group(1), match.group(2).strip()
+        if name == "timeFilter":
+            return f"{column} >= toDateTime({start}) AND {column} <= toDateTime({end})"
+        if name == "dateFilter":
+            return (f"{column} >= toDate('{span.start:%Y-%m-%d}') AND "
+                    f"{column} <= toDate('{span.end:%Y-%m-%d}')")
+        if name == "timeInterval":
+            return f"toStartOfInterval(toDateTime({column}), INTERVAL {INTERVAL_S} second)"
+        raise AssertionError(f"macro $__{name}() is not expanded by this test")
+
+    bare = {"fromTime": f"toDateTime({start})", "toTime": f"toDateTime({end})",
+            "interval_s": str(INTERVAL_S)}
+    # Grafana substitutes variables first; the plugin then expands its macros.
+    def variable(match: re.Match[str]) -> str:
+        value = variables[match.group(1) or match.group(3)]
+        if match.group(2) == "sqlstring":
+            # Grafana's sqlstring format: quoted, with ' doubled.
+            return "'" + value.replace("'", "''") + "'"
+        assert match.group(2) is None, f"format {match.group(2)} is not expanded by this test"
+        return value
+
+    out = re.sub(r"\$\{(\w+)(?::(\w+))?\}|\$(?!__)(\w+)", variable, sql)
+    out = re.sub(r"\$__(\w+)\(([^()]*)\)", with_column, out)
+    out = re.sub(r"\$__(fromTime|toTime|interval_s)\b", lambda m: bare[m.group(1)], out)
+    assert "$" not in out, f"unexpanded: {out}"
+    return out
+
+
+@dataclass(frozen=True)
+class Planted:
+    span: Range
+    firing_rule: str
+    resolved_rule: str
+
+
+DIRECT = Channel()
+
+
+def _hits(base: datetime) -> list[Hit]:
+    """Three human sessions and a crawler; see the tests below for what they add up to."""
+    def hit(n: int, minute: int, type_: str, event: str, anon: str, session: str, path: str,
+            agent: Agent, channel: Channel = DIRECT, revenue: str = "0") -> Hit:
+        return Hit(f"{PROJECT}-{n}", base + timedelta(minutes=minute), type_, event, anon, "",
+                   session, path, channel, agent, Decimal(revenue))
+
+    google = Channel("google", "cpc", "autumn", "https://www.google.com/")
+    news = Channel(referrer="https://news.example/story/1")
+    return [
+        hit(1, 0, "page", "page_view", "a1", "s1", "/", DESKTOP, google),
+        hit(2, 2, "page", "page_view", "a1", "s1", "/pricing", DESKTOP),
+        hit(3, 3, "track", "add_to_cart", "a1", "s1", "/product/kettle", DESKTOP),
+        hit(4, 4, "track", "purchase", "a1", "s1", "/checkout", DESKTOP, revenue="49.90"),
+        hit(5, 5, "page", "page_view", "bot-1", "bot-s1", "/", CRAWLER),
+        hit(6, 10, "page", "page_view", "a2", "s2", "/docs", PHONE, news),
+        hit(7, 20, "page", "page_view", "a3", "s3", "/", DESKTOP),
+        hit(8, 25, "page", "page_view", "a3", "s3", "/blog/launch", DESKTOP),
+        hit(9, 26, "track", "add_to_cart", "a3", "s3", "/product/kettle", DESKTOP),
+    ]
+
+
+def _transitions(base: datetime) -> tuple[list[Transition], str, str]:
+    finding = Finding(Verdict.BREACH, False, "conversion 1.0% vs 3.0%",
+                      Window(base, base + timedelta(minutes=5)), observed=0.01, expected=0.03)
+    out: list[Transition] = []
+    rules = {"grafana-firing": [Status.PENDING, Status.FIRING],
+             "grafana-resolved": [Status.PENDING, Status.FIRING, Status.RESOLVED]}
+    for rule, path in rules.items():
+        labels = {"rule": rule, "kind": "conversion_drop", "severity": "critical"}
+        fp = fingerprint(rule, PROJECT, {})
+        before = Status.INACTIVE
+        for step, status in enumerate(path):
+            out.append(Transition(base + timedelta(minutes=6 + step), fp, rule, PROJECT, labels,
+                                  before, status, 1 if status is not Status.PENDING else 0,
+                                  False, finding))
+            before = status
+    return out, "grafana-firing", "grafana-resolved"
+
+
+@pytest.fixture(scope="module")
+def planted(store: Client) -> Planted:
+    now = now_utc()
+    base = now.replace(second=0, microsecond=0) - timedelta(hours=1)
+    load(store, Shop(PROJECT, _hits(base)))
+    transitions, firing, resolved = _transitions(base)
+    ClickHouseAlertStore(store).record_transitions(transitions)
+    queries.write_progress(store, GROUP, TOPIC, [
+        queries.PartitionProgress(0, 120, 125, 5, now - timedelta(seconds=4)),
+        queries.PartitionProgress(1, 80, 80, 0, now - timedelta(seconds=2)),
+    ], now)
+    minute = base + timedelta(minutes=1)
+    store.insert("ingest_minute", [
+        [minute, PROJECT, "batch", "accepted", "", 9],
+        [minute, PROJECT, "batch", "rejected", "invalid_write_key", 2],
+    ], column_names=["minute", "project_id", "route", "outcome", "reason", "events"])
+    span = Range(base - timedelta(minutes=10), now + timedelta(minutes=1))
+    return Planted(span, firing, resolved)
+
+
+def run(store: Client, planted: Planted, dashboard: str, where: str) -> list[tuple[Any, ...]]:
+    """The rows of one panel (by title, first target) or variable, as Grafana would ask."""
+    matches = [q for q in dashboard_queries()
+               if q.dashboard == dashboard and q.where.split(" [")[0] == where]
+    assert matches, f"no query {dashboard}: {where}"
+    return _rows(store, planted, matches[0])
+
+
+def _rows(store: Client, planted: Planted, query: Query) -> list[tuple[Any, ...]]:
+    board = load_dashboard(ROOT / "grafana" / "dashboards" / query.dashboard)
+    variables = {**variable_defaults(board),
+                 "project": PROJECT, "event": "page_view", "group": GROUP}
+    result = store.query(expand(query.sql, variables, planted.span))
+    return [tuple(row) for row in result.result_rows]
+
+
+def test_the_dashboards_are_the_five_expected() -> None:
+    assert [p.name for p in DASHBOARDS] == [
+        "alerts.json", "funnel.json", "kpis.json", "pipeline.json", "traffic.json"]
+    uids = {load_dashboard(p)["uid"] for p in DASHBOARDS}
+    assert len(uids) == len(DASHBOARDS)
+
+
+@pytest.mark.parametrize("query", list(dashboard_queries()), ids=str)
+def test_every_query_runs_and_returns_rows(store: Client, planted: Planted,
+                                           query: Query) -> None:
+    assert _rows(store, planted, query), f"{query} returned no rows"
+
+
+def test_variables_offer_the_planted_values(store: Client, planted: Planted) -> None:
+    assert (PROJECT,) in run(store, planted, "traffic.json", "variable project")
+    assert {r[0] for r in run(store, planted, "traffic.json", "variable event")} == {
+        "page_view", "add_to_cart", "purchase"}
+    assert (GROUP,) in run(store, planted, "pipeline.json", "variable group")
+
+
+def test_traffic_counts_humans_and_bots_apart(store: Client, planted: Planted) -> None:
+    rows = run(store, planted, "traffic.json", "${event} per minute")
+    assert sum(r[1] for r in rows) == 5 and sum(r[2] for r in rows) == 1
+    assert run(store, planted, "traffic.json", "Users of ${event} in range") == [(3,)]
+    by_name = {r[0]: r[1] for r in run(store, planted, "traffic.json", "Events by name")}
+    assert by_name == {"page_view": 5, "add_to_cart": 2, "purchase": 1}
+
+
+def test_kpis_match_the_planted_sessions(store: Client, planted: Planted) -> None:
+    def value(title: str) -> Any:
+        rows = run(store, planted, "kpis.json", title)
+        assert len(rows) == 1, title
+        return rows[0][0]
+
+    assert value("Page views") == 5
+    assert value("Unique visitors") == 3
+    assert value("Sessions") == 3
+    assert value("Bounce rate") == pytest.approx(1 / 3)  # s2: one page, nothing else
+    assert value("Avg visit duration") == pytest.approx((240 + 0 + 360) / 3)
+    assert value("Views per visit") == pytest.approx(5 / 3)
+    assert value("Revenue") == pytest.approx(49.9)
+    assert value("Orders") == 1
+    assert value("Average order value") == pytest.approx(49.9)
+    referrers = {r[0]: r[1] for r in run(store, planted, "kpis.json", "Referrer domains")}
+    assert referrers == {"google.com": 1, "news.example": 1, "(direct)": 1}
+    devices = {r[0]: r[1] for r in run(store, planted, "kpis.json", "Devices")}
+    assert devices == {"desktop": 2, "mobile": 1}
+    pages = {r[0]: r[1] for r in run(store, planted, "kpis.json", "Top pages")}
+    assert pages == {"/": 2, "/pricing": 1, "/docs": 1, "/blog/launch": 1}
+
+
+def test_funnel_counts_users_reaching_each_step(store: Client, planted: Planted) -> None:
+    assert run(store, planted, "funnel.json", "Funnel") == [
+        ("page_view", 3), ("add_to_cart", 2), ("purchase", 1)]
+    steps = run(store, planted, "funnel.json", "Steps")
+    third = pytest.approx(1 / 3)
+    assert [(r[2], r[3], r[4]) for r in steps] == [
+        (3, 1.0, 1.0), (2, pytest.approx(2 / 3), pytest.approx(2 / 3)), (1, third, 0.5)]
+    assert run(store, planted, "funnel.json", "Conversion ${step1} → ${step3}")[0][0] == (
+        pytest.approx(1 / 3))
+
+
+def test_a_quote_in_a_text_box_is_a_value_not_sql(store: Client, planted: Planted) -> None:
+    board = load_dashboard(ROOT / "grafana" / "dashboards" / "funnel.json")
+    funnel = next(q for q in dashboard_queries()
+                  if q.dashboard == "funnel.json" and q.where.startswith("Funnel ["))
+    hostile = "page_view' OR 1=1 OR event = '"
+    variables = {**variable_defaults(board), "project": PROJECT, "step1": hostile}
+    rows = store.query(expand(funnel.sql, variables, planted.span)).result_rows
+    assert [tuple(r) for r in rows] == [(hostile, 0), ("add_to_cart", 0), ("purchase", 0)]
+
+
+def test_alerts_show_what_is_firing_now(store: Client, planted: Planted) -> None:
+    firing = run(store, planted, "alerts.json", "Currently firing")
+    assert [r[0] for r in firing] == [planted.firing_rule]
+    assert firing[0][1] == "critical" and firing[0][4] == pytest.approx(0.01)
+    assert run(store, planted, "alerts.json", "Firing now") == [(1,)]
+    per_rule = {r[0]: (r[3], r[4]) for r in run(store, planted, "alerts.json", "Per rule")}
+    assert per_rule == {planted.firing_rule: (1, 0), planted.resolved_rule: (1, 1)}
+
+
+def test_pipeline_shows_lag_watermark_and_rejects(store: Client, planted: Planted) -> None:
+    assert run(store, planted, "pipeline.json", "Consumer lag") == [(5,)]
+    delay = run(store, planted, "pipeline.json", "Watermark delay")[0][0]
+    assert 4 <= delay < 60
+    partitions = run(store, planted, "pipeline.json", "Partitions")
+    assert [(r[0], r[1], r[4]) for r in partitions] == [(TOPIC, 0, 5), (TOPIC, 1, 0)]
+    rejects = run(store, planted, "pipeline.json", "Rejects by route and reason")
+    assert ("batch", "invalid_write_key", 2) in rejects
+
+
+def test_expand_refuses_what_it_does_not_know() -> None:
+    span = Range(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC))
+    assert expand("SELECT 1 WHERE $__timeFilter(at)", {}, span) == (
+        "SELECT 1 WHERE at >= toDateTime(1767225600) AND at <= toDateTime(1767312000)")
+    with pytest.raises(AssertionError, match="not expanded"):
+        expand("SELECT $__timeGroup(at, 1m)", {}, span)
+    with pytest.raises(KeyError):
+        expand("SELECT '${nope}'", {}, span)
