@@ -15,9 +15,13 @@ FROM python:3.11-slim
 COPY --from=build /install /usr/local
 # The built browser SDK (committed under sdk_js/dist), served by the collector at /sdk/.
 COPY sdk_js/dist /usr/share/tracklane/sdk
-RUN useradd --system --uid 10001 tracklane
+# The collector's disk spool lives under the data dir; a volume mounted there keeps it
+# (and its ownership) across container restarts.
+RUN useradd --system --uid 10001 tracklane \
+ && mkdir -p /var/lib/tracklane/spool && chown -R tracklane /var/lib/tracklane
 USER tracklane
 ENV TRACKLANE_HOST=0.0.0.0 \
+    TRACKLANE_DATA_DIR=/var/lib/tracklane \
     TRACKLANE_SDK_DIR=/usr/share/tracklane/sdk \
     TRACKLANE_PORT=8080 \
     PYTHONUNBUFFERED=1

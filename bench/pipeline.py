@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from collector.app import CollectorDeps, create_app
+from collector.delivery import Delivery
 from collector.producer import EventProducer, ensure_topic
 from store.client import create_client
 from store.migrate import RetentionConfig, migrate
@@ -37,10 +38,10 @@ async def main(events: int, batch: int, concurrency: int) -> None:
     project = Project(id="bench", write_keys=["wk_bench"], read_keys=["rk_bench"])
     kafka = settings.kafka()
     await ensure_topic(kafka)
-    producer = EventProducer(kafka)
-    await producer.start()
     metrics = Metrics()
-    app = create_app(CollectorDeps(settings.collector(), Projects((project,)), producer, metrics))
+    delivery = Delivery(settings.delivery(), EventProducer(kafka), None, metrics)
+    await delivery.start()
+    app = create_app(CollectorDeps(settings.collector(), Projects((project,)), delivery, metrics))
     latencies: list[float] = []
     queue: asyncio.Queue[int] = asyncio.Queue()
     for n in range(events // batch):
@@ -63,7 +64,7 @@ async def main(events: int, batch: int, concurrency: int) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
         await asyncio.gather(*(worker(http) for _ in range(concurrency)))
     ingest_s = time.perf_counter() - started
-    await producer.stop()
+    await delivery.stop()
     latencies.sort()
     print(f"ingest: {events} events in {ingest_s:.2f}s = {events / ingest_s:,.0f} events/s; "
           f"request of {batch}: p50 {statistics.median(latencies) * 1000:.1f} ms, "

@@ -12,12 +12,13 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from alerts.codec import finding_to_dict, iso
 from alerts.silences import Silence, new_silence_id
-from collector.body import RequestError, decode_json
-from collector.read_api import parse_instant, read_project
+from collector import openapi
+from collector.body import RequestError, decode_json, read_body
+from collector.read_api import check_year, parse_instant, read_project
 from store import alert_queries
 from store.alert_queries import ClickHouseAlertStore
 from tracklane.clock import Clock
@@ -35,9 +36,17 @@ class SilenceRequest(BaseModel):
     matchers: dict[str, str] = Field(min_length=1)
     starts_at: datetime | None = None
     ends_at: datetime | None = None
-    duration_minutes: float | None = Field(default=None, gt=0)
+    duration_minutes: float | None = Field(default=None, gt=0,
+                                           le=MAX_SILENCE.total_seconds() / 60)
     created_by: str = Field(min_length=1, max_length=200)
     comment: str = Field(default="", max_length=2000)
+
+    @field_validator("starts_at", "ends_at")
+    @classmethod
+    def _year(cls, v: datetime | None) -> datetime | None:
+        if v is not None:
+            check_year(v.year)
+        return v
 
 
 def alerts_router(projects: Projects, store: Client | None, clock: Clock) -> APIRouter:
@@ -48,7 +57,8 @@ def alerts_router(projects: Projects, store: Client | None, clock: Clock) -> API
             raise RequestError(503, "store_unavailable", "this collector has no store configured")
         return store
 
-    @router.get("/v1/alerts")
+    @router.get("/v1/alerts", responses=openapi.ALERTS_RESPONSES,
+                openapi_extra=openapi.ALERTS_EXTRA)
     async def list_alerts(request: Request) -> dict[str, Any]:
         project = read_project(request, projects)
         client = need_store()
@@ -71,20 +81,21 @@ def alerts_router(projects: Projects, store: Client | None, clock: Clock) -> API
             "transitions": transitions,
         }
 
-    @router.get("/v1/silences")
+    @router.get("/v1/silences", responses=openapi.SILENCES_RESPONSES)
     async def list_silences(request: Request) -> dict[str, Any]:
         project = read_project(request, projects)
         found = await asyncio.to_thread(ClickHouseAlertStore(need_store()).silences,
                                         project.id, clock())
         return {"silences": [_silence_json(s, clock()) for s in found]}
 
-    @router.post("/v1/silences", status_code=201)
+    @router.post("/v1/silences", status_code=201, responses=openapi.CREATE_SILENCE_RESPONSES,
+                 openapi_extra=openapi.json_body(SilenceRequest))
     async def create_silence(request: Request) -> dict[str, Any]:
         project = read_project(request, projects)
         alert_store = ClickHouseAlertStore(need_store())
         try:
-            raw = decode_json(await request.body(), request.headers.get("content-encoding"),
-                              _MAX_SILENCE_BYTES)
+            raw = decode_json(await read_body(request, _MAX_SILENCE_BYTES),
+                              request.headers.get("content-encoding"), _MAX_SILENCE_BYTES)
             body = SilenceRequest.model_validate(raw)
         except ValidationError as exc:
             detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
@@ -95,7 +106,8 @@ def alerts_router(projects: Projects, store: Client | None, clock: Clock) -> API
         await asyncio.to_thread(alert_store.save_silence, silence)
         return _silence_json(silence, now)
 
-    @router.delete("/v1/silences/{silence_id}")
+    @router.delete("/v1/silences/{silence_id}", status_code=204, response_class=Response,
+                   responses=openapi.EXPIRE_SILENCE_RESPONSES)
     async def expire_silence(request: Request, silence_id: str) -> Response:
         project = read_project(request, projects)
         alert_store = ClickHouseAlertStore(need_store())
@@ -140,7 +152,8 @@ def _silence_json(s: Silence, now: datetime) -> dict[str, Any]:
 def _limit(raw: str | None) -> int:
     if raw is None:
         return 100
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    # isdigit() alone admits "²" and 5000-digit strings, which int() refuses.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9 and 1 <= int(raw) <= MAX_LIMIT):
         raise RequestError(400, "invalid_query", f"limit: an integer from 1 to {MAX_LIMIT}")
     return int(raw)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hashlib
 import logging
 import secrets
@@ -21,16 +20,20 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
 
+from collector import openapi
 from collector.alerts_api import alerts_router
 from collector.body import RequestError, decode_json, read_body
+from collector.delivery import Delivery, NotAccepted
 from collector.enrich import anonymize_ip, parse_user_agent
 from collector.ingest_log import IngestLog
+from collector.limits import InflightLimit, RateLimiter
 from collector.pixel import PIXEL_GIF, pixel_message
-from collector.producer import BrokerUnavailable, EventProducer
 from collector.query_api import query_router
 from collector.read_api import read_router
 from collector.sdk_files import default_sdk_dir, sdk_router
+from collector.users_api import users_router
 from tracklane.clock import Clock, utc_now
 from tracklane.contract import (
     ContractError,
@@ -51,21 +54,26 @@ class CollectorDeps:
 
     config: CollectorConfig
     projects: Projects
-    producer: EventProducer
+    delivery: Delivery
     metrics: Metrics
     store: Client | None = None
     clock: Clock = utc_now
+    monotonic: Callable[[], float] = time.monotonic  # for rate limits
     sdk_dir: Path | None = None  # where the built browser SDK is; default: the checkout's
     ingest_log: IngestLog | None = None  # per-minute outcomes in ClickHouse, when there is one
     # Salt for the cookieless anonymous id of pixel hits that carry none.
     pixel_salt: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
 
+MAX_BATCH_EVENTS = 2500
 _SINGLE_ROUTES = ("track", "page", "screen", "identify", "group", "alias")
 _CORS_HEADERS = "Content-Type, Authorization, X-Write-Key, Content-Encoding"
+_HTTP_ERROR_CODES = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed"}
 
 
 def error_response(err: RequestError, headers: dict[str, str] | None = None) -> JSONResponse:
+    if err.retry_after is not None:
+        headers = {**(headers or {}), "Retry-After": str(err.retry_after)}
     return JSONResponse(
         {"success": False, "error": err.code, "message": err.message},
         status_code=err.status, headers=headers,
@@ -84,6 +92,14 @@ def create_app(deps: CollectorDeps) -> FastAPI:
             f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
         return await _request_error(request, RequestError(400, "invalid_query", detail))
 
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # Unknown paths and methods, and bodies FastAPI could not parse (the query API's),
+        # answer in the same shape as every other error.
+        code = _HTTP_ERROR_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        return error_response(RequestError(exc.status_code, code, str(exc.detail)),
+                              {**(exc.headers or {}), **_cors(request)})
+
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, err: RequestError) -> JSONResponse:
         deps.metrics.rejected.labels(err.code).inc()
@@ -95,15 +111,18 @@ def create_app(deps: CollectorDeps) -> FastAPI:
         # request that can never succeed, so errors are readable from any origin.
         return error_response(err, _cors(request))
 
-    @app.post("/v1/batch")
+    @app.post("/v1/batch", responses=openapi.INGEST_RESPONSES,
+              openapi_extra=openapi.ingest_extra(None))
     async def batch(request: Request) -> Response:
         return await ingest.handle_body(request, "batch", None)
 
     for kind in _SINGLE_ROUTES:
         app.add_api_route(f"/v1/{kind}", _single_route(ingest, kind), methods=["POST"],
-                          name=kind)
+                          name=kind, responses=openapi.INGEST_RESPONSES,
+                          openapi_extra=openapi.ingest_extra(kind))
 
-    @app.options("/v1/{path:path}")
+    @app.options("/v1/{path:path}", status_code=204, response_class=Response,
+                 responses=openapi.PREFLIGHT_RESPONSES)
     async def preflight(request: Request) -> Response:
         # A preflight carries no key, so the project's origin list is enforced on the POST.
         origin = request.headers.get("origin", "*")
@@ -115,7 +134,8 @@ def create_app(deps: CollectorDeps) -> FastAPI:
             "Vary": "Origin",
         })
 
-    @app.get("/p.gif")
+    @app.get("/p.gif", response_class=Response, responses=openapi.PIXEL_RESPONSES,
+             openapi_extra=openapi.PIXEL_EXTRA)
     async def pixel(request: Request) -> Response:
         return await ingest.handle_pixel(request)
 
@@ -123,23 +143,28 @@ def create_app(deps: CollectorDeps) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses=openapi.READY_RESPONSES)
     async def readyz() -> JSONResponse:
-        kafka = await deps.producer.ping()
+        kafka = await deps.delivery.kafka_reachable()
         store = await _store_ok(deps.store)
-        ok = kafka and store is not False
-        return JSONResponse(
-            {"status": "ready" if ok else "unavailable", "kafka": kafka, "store": store},
-            status_code=200 if ok else 503,
-        )
+        spool = deps.delivery.spool
+        # With Kafka away, events are still accepted while the spool has room.
+        accepting = kafka or (spool is not None and spool.has_room)
+        ok = accepting and store is not False
+        body: dict[str, Any] = {"status": "ready" if ok else "unavailable", "kafka": kafka,
+                                "store": store}
+        if spool is not None:
+            body["spool_events"] = spool.backlog
+        return JSONResponse(body, status_code=200 if ok else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses=openapi.METRICS_RESPONSES)
     async def metrics() -> Response:
         return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(read_router(deps.projects, deps.store, deps.metrics))
     app.include_router(alerts_router(deps.projects, deps.store, deps.clock))
     app.include_router(query_router(deps.projects, deps.store))
+    app.include_router(users_router(deps.projects, deps.store, deps.clock))
     app.include_router(sdk_router(deps.sdk_dir or default_sdk_dir()))
     return app
 
@@ -174,14 +199,34 @@ class _Ingest:
 
     def __init__(self, deps: CollectorDeps) -> None:
         self._deps = deps
+        cfg = deps.config
+        self._limiter = RateLimiter(deps.monotonic)
+        self._inflight = InflightLimit(cfg.max_inflight_requests, cfg.max_inflight_bytes,
+                                       cfg.retry_after_s)
 
     async def handle_body(self, request: Request, route: str, single: str | None) -> Response:
+        limit = self._deps.config.max_body_bytes
+        with self._inflight.admit(_declared_length(request, limit)):
+            return await self._handle_body(request, route, single)
+
+    async def handle_pixel(self, request: Request) -> Response:
+        with self._inflight.admit(0):
+            return await self._handle_pixel(request)
+
+    async def _read(self, request: Request) -> bytes:
+        cfg = self._deps.config
+        try:
+            async with asyncio.timeout(cfg.read_timeout_s):
+                return await read_body(request, cfg.max_body_bytes)
+        except TimeoutError:
+            raise RequestError(408, "request_timeout", "request body not received within "
+                               f"{cfg.read_timeout_s:g} s") from None
+
+    async def _handle_body(self, request: Request, route: str, single: str | None) -> Response:
         started = time.perf_counter()
         cfg = self._deps.config
-        data = decode_json(
-            await read_body(request, cfg.max_body_bytes),
-            request.headers.get("content-encoding"), cfg.max_body_bytes,
-        )
+        data = decode_json(await self._read(request), request.headers.get("content-encoding"),
+                           cfg.max_body_bytes)
         if not isinstance(data, dict):
             raise RequestError(400, "invalid_body", "body must be a JSON object")
         project = self._authenticate(request, data.get("writeKey"))
@@ -191,12 +236,17 @@ class _Ingest:
             batch = data.get("batch")
             if not isinstance(batch, list):
                 raise RequestError(400, "invalid_body", "batch: must be an array of events")
+            if len(batch) > MAX_BATCH_EVENTS:
+                # 500 KB of "{}" is 100k events: validating them all, and listing every
+                # error, would hold the event loop for seconds.
+                raise RequestError(413, "too_many_events",
+                                   f"batch: over {MAX_BATCH_EVENTS} events; split it")
             raw_events = [_merge_batch_level(e, data) for e in batch]
         response = await self._accept(request, project, route, raw_events, single)
         self._deps.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
         return response
 
-    async def handle_pixel(self, request: Request) -> Response:
+    async def _handle_pixel(self, request: Request) -> Response:
         started = time.perf_counter()
         params = request.query_params
         project = self._authenticate(request, params.get("k"))
@@ -261,21 +311,29 @@ class _Ingest:
                 status_code=400, headers=cors,
             )
         try:
-            await deps.producer.send_all(envelopes)
-        except BrokerUnavailable as exc:
-            metrics.produce_failures.inc()
-            metrics.rejected.labels("broker_unavailable").inc(len(envelopes))
+            self._limiter.check(project.id, project.rate_limit(deps.config.default_rate_limit),
+                                len(envelopes))
+        except RequestError as err:
+            metrics.rejected.labels(err.code).inc(len(envelopes))
             if deps.ingest_log is not None:
-                deps.ingest_log.rejected(project.id, route, "broker_unavailable", len(envelopes))
-            log.warning("events refused: broker unavailable", extra={
-                "project": project.id, "events": len(envelopes), "error": str(exc)})
+                deps.ingest_log.rejected(project.id, route, err.code, len(envelopes))
+            return error_response(err, cors)
+        try:
+            await deps.delivery.deliver(envelopes)
+        except NotAccepted as exc:
+            metrics.produce_failures.inc()
+            metrics.rejected.labels(exc.code).inc(len(envelopes))
+            if deps.ingest_log is not None:
+                deps.ingest_log.rejected(project.id, route, exc.code, len(envelopes))
+            log.warning("events refused", extra={
+                "project": project.id, "events": len(envelopes), "reason": exc.code,
+                "error": str(exc)})
             return JSONResponse(
-                {"success": False, "error": "broker_unavailable",
+                {"success": False, "error": exc.code,
                  "message": "events were not accepted; retry later"},
                 status_code=503,
                 headers={"Retry-After": str(deps.config.retry_after_s), **cors},
             )
-        metrics.produced.inc(len(envelopes))
         if deps.ingest_log is not None:
             deps.ingest_log.accepted(project.id, route, len(envelopes))
         body: dict[str, Any] = {"success": True, "accepted": len(envelopes)}
@@ -288,7 +346,11 @@ class _Ingest:
         request_ip: str, request_ua: str,
     ) -> Envelope:
         limit = self._deps.config.max_event_bytes
-        if len(orjson.dumps(raw)) > limit:
+        try:
+            size = len(orjson.dumps(raw))
+        except orjson.JSONEncodeError:  # orjson writes at most 255 levels of nesting
+            raise ContractError("event: nested too deeply") from None
+        if size > limit:
             raise ContractError(f"event: over the {limit // 1024} KB event limit")
         msg = parse_message(raw, default_type=single)
         if single is not None and msg.type != single:
@@ -329,12 +391,23 @@ def _merge_batch_level(event: Any, batch: dict[str, Any]) -> Any:
     return merged
 
 
+def _declared_length(request: Request, limit: int) -> int:
+    """The body size a request will hold in memory: its Content-Length, else the limit."""
+    declared = request.headers.get("content-length", "")
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    # A gzip body inflates up to the limit in memory, whatever it declares.
+    if encoding in ("", "identity") and declared.isascii() and declared.isdigit() \
+            and len(declared) < 10:
+        return min(int(declared), limit)
+    return limit
+
+
 def _basic_username(header: str | None) -> str | None:
     if not header or not header.lower().startswith("basic "):
         return None
     try:
         decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8
         return None
     return decoded.partition(":")[0] or None
 

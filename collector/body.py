@@ -12,11 +12,13 @@ from starlette.requests import Request
 class RequestError(Exception):
     """A request that cannot be accepted; rendered as ``status`` with a JSON body."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str,
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after  # seconds, sent as Retry-After (429 and 503)
 
 
 def too_large(limit: int) -> RequestError:
@@ -25,8 +27,10 @@ def too_large(limit: int) -> RequestError:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, refusing anything over ``limit`` bytes before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    declared = request.headers.get("content-length", "")
+    # isdigit() alone admits "²", which int() refuses; 19+ digits are over any limit.
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18
+                                                      or int(declared) > limit):
         raise too_large(limit)
     chunks = []
     size = 0
@@ -38,16 +42,30 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """One whole gzip stream, inflated to at most ``limit`` bytes."""
+    if not body:
+        return body
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise RequestError(400, "invalid_gzip", "body is not valid gzip") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise too_large(limit)
+    # Parsing a cut-off stream, or ignoring what follows the stream (such as a second
+    # gzip member), could accept part of what was sent as if it were all of it.
+    if not inflater.eof:
+        raise RequestError(400, "invalid_gzip", "body is truncated gzip")
+    if inflater.unused_data:
+        raise RequestError(400, "invalid_gzip", "body has data after the gzip stream")
+    return out
+
+
 def decode_json(body: bytes, content_encoding: str | None, limit: int) -> Any:
     """Gunzip if asked, then parse JSON; the decompressed size is bounded by ``limit`` too."""
     if content_encoding and content_encoding.strip().lower() in ("gzip", "x-gzip"):
-        inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        try:
-            body = inflater.decompress(body, limit + 1)
-        except zlib.error:
-            raise RequestError(400, "invalid_gzip", "body is not valid gzip") from None
-        if len(body) > limit or inflater.unconsumed_tail:
-            raise too_large(limit)
+        body = _gunzip(body, limit)
     elif content_encoding and content_encoding.strip().lower() not in ("identity", ""):
         raise RequestError(
             415, "unsupported_encoding", f"content-encoding {content_encoding!r} is not supported"

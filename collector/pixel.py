@@ -65,6 +65,9 @@ def pixel_message(params: QueryParams) -> dict[str, Any]:
 
 
 def _timestamp(raw: str) -> str:
-    if raw.isdigit():
-        return datetime.fromtimestamp(int(raw) / 1000, UTC).isoformat()
+    if raw.isascii() and raw.isdigit():
+        try:
+            return datetime.fromtimestamp(int(raw) / 1000, UTC).isoformat()
+        except (OverflowError, OSError, ValueError):  # past year 9999, or 4300+ digits
+            raise RequestError(400, "invalid_event", "ts: out of range") from None
     return raw

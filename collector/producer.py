@@ -48,8 +48,16 @@ class EventProducer:
             await self._producer.stop()
             self._producer = None
 
+    @property
+    def started(self) -> bool:
+        return self._producer is not None
+
     async def send_all(self, envelopes: Sequence[Envelope]) -> None:
         """Return once Kafka has acknowledged every envelope; else raise ``BrokerUnavailable``."""
+        await self.send_records([(env.kafka_key, env.to_kafka_value()) for env in envelopes])
+
+    async def send_records(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        """``send_all`` for records already encoded as (key, value)."""
         producer = self._producer
         if producer is None:
             raise BrokerUnavailable("producer not started")
@@ -59,10 +67,8 @@ class EventProducer:
             # event answered 503 is not delivered later behind the client's back. The outer
             # timeout is only a safety net.
             async with asyncio.timeout(2 * self._config.produce_timeout_s + 1):
-                pending = [
-                    await producer.send(self._config.topic, env.to_kafka_value(), key=env.kafka_key)
-                    for env in envelopes
-                ]
+                pending = [await producer.send(self._config.topic, value, key=key)
+                           for key, value in records]
                 await asyncio.gather(*pending)
         except (KafkaError, TimeoutError) as exc:
             raise BrokerUnavailable(f"kafka did not acknowledge: {exc!r}") from exc

@@ -17,8 +17,9 @@ from clickhouse_connect.driver.client import Client
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from collector import openapi
 from collector.body import RequestError
-from collector.read_api import read_project
+from collector.read_api import check_year, read_project, to_utc
 from store import analytics, attribution, retention
 from store.analytics_errors import QueryError
 from tracklane.projects import Project, Projects
@@ -36,7 +37,7 @@ class _Query(BaseModel):
     @field_validator("start", "end")
     @classmethod
     def _utc(cls, v: datetime) -> datetime:
-        return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+        return to_utc(v)
 
     @model_validator(mode="after")
     def _range(self) -> "_Query":
@@ -89,6 +90,12 @@ class RetentionQuery(BaseModel):
                                      description="what counts as returning; default any event")
     max_day: int = Field(30, ge=0, le=retention.MAX_DAY)
 
+    @field_validator("from_day", "to_day")
+    @classmethod
+    def _year(cls, v: date) -> date:
+        check_year(v.year)
+        return v
+
     @model_validator(mode="after")
     def _range(self) -> "RetentionQuery":
         if self.to_day < self.from_day:
@@ -106,7 +113,7 @@ class AttributionQuery(_Query):
 
 
 def query_router(projects: Projects, store: Client | None) -> APIRouter:
-    router = APIRouter(prefix="/v1/query", tags=["query"])
+    router = APIRouter(prefix="/v1/query", tags=["query"], responses=openapi.QUERY_RESPONSES)
 
     def auth(request: Request) -> Project:
         # A dependency runs before the body is validated: no key, no details about the body.

@@ -9,18 +9,23 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from fastapi import APIRouter, Request
 
+from collector import openapi
 from collector.body import RequestError
 from store import queries
 from tracklane.metrics import Metrics
 from tracklane.projects import Project, Projects
 
 MAX_RANGE = timedelta(days=7)
+# The years ClickHouse's DateTime64 holds. Refusing others also keeps range arithmetic
+# (time zones, look-backs) clear of Python's year 1..9999 limits.
+YEARS = (1900, 2299)
 
 
 def read_router(projects: Projects, store: Client | None, metrics: Metrics) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/v1/stats/minutes")
+    @router.get("/v1/stats/minutes", responses=openapi.STATS_RESPONSES,
+                openapi_extra=openapi.STATS_EXTRA)
     async def stats_minutes(request: Request) -> dict[str, Any]:
         project = read_project(request, projects)
         if store is None:
@@ -65,4 +70,18 @@ def parse_instant(raw: str | None, name: str) -> datetime:
         ts = datetime.fromisoformat(raw.replace(" ", "+"))
     except ValueError:
         raise RequestError(400, "invalid_query", f"{name}: not an ISO 8601 time") from None
+    try:
+        return to_utc(ts)
+    except ValueError as exc:
+        raise RequestError(400, "invalid_query", f"{name}: {exc}") from None
+
+
+def to_utc(ts: datetime) -> datetime:
+    """``ts`` in UTC (naive means UTC); ValueError outside :data:`YEARS`."""
+    check_year(ts.year)
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def check_year(year: int) -> None:
+    if not YEARS[0] <= year <= YEARS[1]:
+        raise ValueError(f"outside the years {YEARS[0]} to {YEARS[1]}")

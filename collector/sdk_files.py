@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 
+from collector import openapi
 from collector.body import RequestError
 
 SERVED = ("tracklane.min.js", "tracklane.esm.js", "outbound.min.js")
@@ -40,7 +41,7 @@ def sdk_router(sdk_dir: Path) -> APIRouter:
             cache[name] = found
         return found[1], found[2]
 
-    @router.get("/sdk/{name}")
+    @router.get("/sdk/{name}", response_class=Response, responses=openapi.SDK_RESPONSES)
     async def sdk(name: str, request: Request) -> Response:
         if name not in SERVED:
             raise RequestError(404, "not_found", f"no SDK file {name!r}")

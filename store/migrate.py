@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from clickhouse_connect.driver.client import Client
+
+if TYPE_CHECKING:
+    from tracklane.projects import Project
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,9 @@ class RetentionConfig:
 
     events_days: int
     dedup_window_hours: int
+    # Project id -> days: a project's own retention of events, rollups and sessions, in
+    # place of events_days (see project_retention).
+    projects: Mapping[str, int] = field(default_factory=dict)
 
 
 def available_migrations() -> list[Migration]:
@@ -83,10 +91,14 @@ def migrate(client: Client, retention: RetentionConfig) -> list[int]:
     return applied
 
 
+def project_retention(projects: Iterable[Project]) -> dict[str, int]:
+    """``RetentionConfig.projects`` from the projects file: those with ``retention_days``."""
+    return {p.id: p.retention_days for p in projects if p.retention_days is not None}
+
+
 def apply_retention(client: Client, retention: RetentionConfig) -> None:
     client.command(
-        f"ALTER TABLE events MODIFY TTL toDateTime(timestamp) "
-        f"+ INTERVAL {int(retention.events_days)} DAY"
+        f"ALTER TABLE events MODIFY TTL {_ttl('toDateTime(timestamp)', retention)}"
     )
     # Ids are kept a little longer than the window the sink looks back over.
     client.command(
@@ -94,7 +106,39 @@ def apply_retention(client: Client, retention: RetentionConfig) -> None:
         f"+ INTERVAL {int(retention.dedup_window_hours) + 1} HOUR"
     )
     for table, column in (("rollups_minute", "minute"), ("sessions", "day")):
-        client.command(
-            f"ALTER TABLE {table} MODIFY TTL {column} "
-            f"+ INTERVAL {int(retention.events_days)} DAY"
-        )
+        client.command(f"ALTER TABLE {table} MODIFY TTL {_ttl(column, retention)}")
+
+
+_PROJECT_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+def _ttl(column: str, retention: RetentionConfig) -> str:
+    """TTL rules: one per distinct project retention, then the default for all the others.
+
+    ClickHouse deletes a row when any rule matches, so the default excludes the projects
+    that have their own: a project may keep its data longer than the default, too.
+    """
+    default = f"{column} + INTERVAL {int(retention.events_days)} DAY"
+    if not retention.projects:
+        return default
+    by_days: dict[int, list[str]] = {}
+    for project_id, days in sorted(retention.projects.items()):
+        by_days.setdefault(_days(days), []).append(_quoted_project(project_id))
+    rules = [f"{column} + INTERVAL {days} DAY DELETE WHERE project_id IN ({', '.join(ids)})"
+             for days, ids in sorted(by_days.items())]
+    others = ", ".join(_quoted_project(p) for p in sorted(retention.projects))
+    return ", ".join([*rules, f"{default} DELETE WHERE project_id NOT IN ({others})"])
+
+
+def _days(days: int) -> int:
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3650:
+        raise ValueError(f"retention: {days!r} days is not a whole number of days in 1..3650")
+    return days
+
+
+def _quoted_project(project_id: str) -> str:
+    # Project ids are validated by the projects file already; TTL text takes no bound
+    # parameters, so check again and quote.
+    if not _PROJECT_ID.fullmatch(project_id):
+        raise ValueError(f"retention: invalid project id {project_id!r}")
+    return "'" + project_id.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -16,8 +16,10 @@ from clickhouse_connect.driver.client import Client
 from fastapi import FastAPI
 
 from collector.app import CollectorDeps, create_app
+from collector.delivery import Delivery
 from collector.ingest_log import IngestLog
 from collector.producer import EventProducer, ensure_topic
+from collector.spool import Spool, SpoolConfig
 from stream.consumer import StreamService
 from tracklane.metrics import Metrics
 from tracklane.projects import Project, Projects
@@ -127,21 +129,25 @@ async def poll(check: Any, timeout_s: float, message: str, interval_s: float = 0
 @contextlib.asynccontextmanager
 async def running_pipeline(
     settings: Settings, store: Client | None, project: Project | None = None, clock: Any = None,
+    spool: SpoolConfig | None = None, monotonic: Any = None,
 ) -> AsyncIterator[Pipeline]:
     """Collector plus producer, and an in-process sink when ``store`` is given."""
     project = project or new_project()
     metrics = Metrics()
     kafka = settings.kafka()
     await ensure_topic(kafka)
-    producer = EventProducer(kafka)
-    await producer.start()
+    delivery = Delivery(settings.delivery(), EventProducer(kafka),
+                        Spool(spool) if spool is not None else None, metrics)
+    await delivery.start()
     sink = None
     if store is not None:
         sink = Sink(kafka, settings, store, metrics)
         await sink.start()
-    deps = CollectorDeps(settings.collector(), Projects((project,)), producer, metrics, store)
+    deps = CollectorDeps(settings.collector(), Projects((project,)), delivery, metrics, store)
     if clock is not None:
         deps = replace(deps, clock=clock)
+    if monotonic is not None:
+        deps = replace(deps, monotonic=monotonic)
     if store is not None:
         # Flushed by the tests that read it, so no background task.
         deps = replace(deps, ingest_log=IngestLog(store, deps.clock))
@@ -153,7 +159,7 @@ async def running_pipeline(
     finally:
         if sink is not None:
             await sink.stop()
-        await producer.stop()
+        await delivery.stop()
 
 
 def now_utc() -> datetime:

@@ -79,9 +79,20 @@ class TansuBroker:
         self.stop()
         raise BrokerStartError(f"tansu did not listen on {self.bootstrap_servers}")
 
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open and nothing is answered,
+        like a hung or partitioned broker. Its in-memory log survives, unlike a restart."""
+        if self._process is not None:
+            os.kill(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            os.kill(self._process.pid, signal.SIGCONT)
+
     def stop(self, timeout_s: float = 5.0) -> None:
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
+            os.kill(process.pid, signal.SIGCONT)  # a paused broker cannot act on SIGTERM
             os.kill(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout_s)

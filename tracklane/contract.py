@@ -223,7 +223,10 @@ def event_time(msg: InboundMessage, received_at: datetime, limits: TimeLimits) -
     ts = _utc(ts)
     if msg.sentAt is not None:
         # The client's clock error is the same for sentAt and timestamp; remove it.
-        ts = received_at - (_utc(msg.sentAt) - ts)
+        try:
+            ts = received_at - (_utc(msg.sentAt, "sentAt") - ts)
+        except OverflowError:
+            raise ContractError("timestamp: out of range after clock skew correction") from None
     if ts > received_at + limits.max_future:
         raise ContractError(f"timestamp: more than {limits.max_future} in the future")
     if ts < received_at - limits.max_past:
@@ -231,8 +234,18 @@ def event_time(msg: InboundMessage, received_at: datetime, limits: TimeLimits) -
     return ts
 
 
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+def _utc(ts: datetime, name: str = "timestamp") -> datetime:
+    try:
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ContractError(f"{name}: out of range") from None
+
+
+def _json_text(value: Any, name: str) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # orjson writes at most 255 levels of nesting
+        raise ContractError(f"{name}: nested too deeply") from None
 
 
 def _text(value: Any, limit: int = 2048) -> str:
@@ -326,7 +339,7 @@ def build_envelope(msg: InboundMessage, facts: RequestFacts, limits: TimeLimits)
         event=name,
         timestamp=event_time(msg, facts.received_at, limits),
         received_at=facts.received_at,
-        sent_at=_utc(msg.sentAt) if msg.sentAt else None,
+        sent_at=_utc(msg.sentAt, "sentAt") if msg.sentAt else None,
         anonymous_id=msg.anonymousId or "",
         user_id=msg.userId or "",
         session_id=msg.context.sessionId or "",
@@ -346,8 +359,8 @@ def build_envelope(msg: InboundMessage, facts: RequestFacts, limits: TimeLimits)
         library_version=_text(library.get("version"), 50),
         revenue=revenue,
         currency=currency,
-        properties=orjson.dumps(props).decode(),
-        traits=orjson.dumps(msg.traits).decode(),
+        properties=_json_text(props, "properties"),
+        traits=_json_text(msg.traits, "traits"),
     )
 
 

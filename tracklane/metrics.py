@@ -25,6 +25,19 @@ class Metrics:
         self.produce_failures = Counter(
             "tracklane_produce_failures", "Requests answered 503 because Kafka did not ack.",
             registry=r)
+        self.spooled = Counter(
+            "tracklane_events_spooled", "Events accepted into the disk spool (Kafka was down or "
+            "slow).", registry=r)
+        self.replayed = Counter(
+            "tracklane_events_replayed", "Spooled events replayed to Kafka.", registry=r)
+        self.spool_backlog = Gauge(
+            "tracklane_spool_events", "Events in the spool not yet replayed to Kafka.", registry=r)
+        self.spool_bytes = Gauge(
+            "tracklane_spool_bytes", "Bytes of spool segments not yet replayed.", registry=r)
+        self.spool_age = Gauge(
+            "tracklane_spool_oldest_age_seconds",
+            "Age of the oldest spooled event not yet replayed; 0 when the spool is empty.",
+            registry=r)
         self.request_seconds = Histogram(
             "tracklane_ingest_request_seconds", "Ingest request latency, including the Kafka ack.",
             ["route"], buckets=_LATENCY_BUCKETS, registry=r)

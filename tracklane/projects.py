@@ -29,9 +29,29 @@ class Project(BaseModel):
     write_keys: list[str] = Field(default_factory=list)
     read_keys: list[str] = Field(default_factory=list)
     allowed_origins: list[str] = Field(default_factory=lambda: ["*"])
+    # Days this project's events, rollups and sessions are kept; unset: the global
+    # TRACKLANE_RETENTION_DAYS. Applied as TTL rules at every migrate.
+    retention_days: int | None = Field(default=None, ge=1, le=3650, strict=True)
+    # Events per second this project may send (a token bucket of ``rate_limit_burst``
+    # events); over it, 429 with Retry-After. Unset: the collector's default, if any.
+    rate_limit_events_per_s: float | None = Field(default=None, gt=0)
+    rate_limit_burst: float | None = Field(default=None, ge=1)
 
     def allows_origin(self, origin: str) -> bool:
         return "*" in self.allowed_origins or origin in self.allowed_origins
+
+    def rate_limit(self, default: RateLimit | None) -> RateLimit | None:
+        if self.rate_limit_events_per_s is None:
+            return default
+        rate = self.rate_limit_events_per_s
+        # One second's worth by default: short bursts pass, a sustained flood does not.
+        return RateLimit(rate, self.rate_limit_burst or max(1.0, rate))
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    events_per_s: float
+    burst: float
 
 
 class _ProjectsFile(BaseModel):

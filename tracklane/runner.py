@@ -8,12 +8,11 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import uvicorn
-from aiokafka.errors import KafkaError
 from clickhouse_connect.driver.client import Client
 from fastapi import FastAPI
 from prometheus_client import start_http_server
@@ -21,10 +20,13 @@ from prometheus_client import start_http_server
 from alerts.rules import load_rules
 from alerts.service import AlertsConfig, AlertService, check_projects
 from collector.app import CollectorDeps, create_app
+from collector.delivery import Delivery
 from collector.ingest_log import IngestLog
 from collector.producer import EventProducer, ensure_topic
+from collector.server_protocol import with_header_timeout
+from collector.spool import Spool
 from store.client import create_client, describe_dsn
-from store.migrate import RetentionConfig, migrate
+from store.migrate import RetentionConfig, migrate, project_retention
 from stream.consumer import StreamService
 from tracklane.broker import TansuBroker
 from tracklane.clock import utc_now
@@ -34,7 +36,6 @@ from tracklane.settings import KafkaConfig, Settings
 
 log = logging.getLogger(__name__)
 
-_DRAIN_TIMEOUT_S = 15.0
 
 
 class HttpStartError(RuntimeError):
@@ -61,8 +62,23 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
+@contextlib.asynccontextmanager
+async def _deadline(seconds: float, part: str) -> AsyncIterator[None]:
+    """Bound a shutdown sequence: past the deadline, stop waiting and exit anyway."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        log.error("shutdown deadline passed, exiting", extra={"part": part,
+                                                              "deadline_s": seconds})
+
+
 def retention(settings: Settings) -> RetentionConfig:
-    return RetentionConfig(settings.retention_days, settings.dedup_window_hours)
+    """The global TTLs, and the projects' own retention when the projects file exists."""
+    path = settings.resolved_projects_file()
+    projects = load_projects(path).projects if Path(path).exists() else ()
+    return RetentionConfig(settings.retention_days, settings.dedup_window_hours,
+                           project_retention(projects))
 
 
 def open_store(settings: Settings) -> Client:
@@ -82,30 +98,23 @@ def run_migrate(settings: Settings) -> list[int]:
         client.close()
 
 
-async def _start_producer(kafka: KafkaConfig, stop: asyncio.Event) -> EventProducer:
-    """Start the producer, waiting for Kafka to come up rather than crashing."""
-    while True:
-        producer = EventProducer(kafka)
-        try:
-            await ensure_topic(kafka)
-            await producer.start()
-            return producer
-        except KafkaError as exc:
-            await producer.stop()
-            log.warning("kafka not reachable yet", extra={"bootstrap": kafka.bootstrap_servers,
-                                                          "error": repr(exc)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 2.0)
-            if stop.is_set():
-                raise
+def _delivery(settings: Settings, kafka: KafkaConfig, metrics: Metrics) -> Delivery:
+    spool_config = settings.spool()
+    return Delivery(settings.delivery(kafka), EventProducer(kafka),
+                    Spool(spool_config) if spool_config is not None else None, metrics)
 
 
 class HttpServer:
     """An HTTP server task with a clear start (listening) and stop (drained)."""
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
-        self._server = _Server(uvicorn.Config(app, host=host, port=port, log_config=None,
-                                              access_log=False, lifespan="off"))
+    def __init__(self, app: FastAPI, host: str, port: int, graceful_s: float = 10.0,
+                 header_timeout_s: float = 10.0) -> None:
+        self._server = _Server(uvicorn.Config(
+            app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
+            http=with_header_timeout(header_timeout_s),
+            # In-flight requests get this long to finish once stopping; then they are cut.
+            timeout_graceful_shutdown=max(1, int(graceful_s)),
+        ))
         self._host = host
         self._port = port
         self._task: asyncio.Task[None] | None = None
@@ -172,20 +181,25 @@ async def run_collector(settings: Settings) -> None:
     projects = load_projects(settings.resolved_projects_file())
     metrics = Metrics()
     store = open_store(settings) if settings.store_dsn else None
-    producer = await _start_producer(settings.kafka(), stop)
+    delivery = _delivery(settings, settings.kafka(), metrics)
+    await delivery.start(stop)
     ingest_log = IngestLog(store, utc_now) if store is not None else None
-    deps = CollectorDeps(settings.collector(), projects, producer, metrics, store,
+    deps = CollectorDeps(settings.collector(), projects, delivery, metrics, store,
                          sdk_dir=settings.sdk_dir, ingest_log=ingest_log)
-    http = HttpServer(create_app(deps), settings.host, settings.port)
+    http = HttpServer(create_app(deps), settings.host, settings.port,
+                      settings.shutdown_timeout_s / 2, settings.read_timeout_s)
     await http.start()
     if ingest_log is not None:
         await ingest_log.start()
     log.info("collector listening", extra={"url": f"http://{settings.host}:{settings.port}"})
     await stop.wait()
-    await http.stop()
-    if ingest_log is not None:
-        await ingest_log.stop()
-    await producer.stop()
+    async with _deadline(settings.shutdown_timeout_s, "collector"):
+        # Stop accepting and finish in-flight requests, then flush the producer (the spool
+        # keeps what Kafka has not taken, for the next start).
+        await http.stop()
+        if ingest_log is not None:
+            await ingest_log.stop()
+        await delivery.stop()
     if store is not None:
         store.close()
 
@@ -203,10 +217,12 @@ async def run_stream(settings: Settings, assign_all: bool) -> None:
     task = asyncio.create_task(service.run())
     stop_wait = asyncio.create_task(stop.wait())
     await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-    service.stop()
     stop_wait.cancel()
-    await task
-    await service.close()
+    async with _deadline(settings.shutdown_timeout_s, "stream"):
+        # The round in progress finishes and its offsets are stored with its rows.
+        service.stop()
+        await task
+        await service.close()
     client.close()
 
 
@@ -262,18 +278,20 @@ async def run_up(settings: Settings) -> None:
     kafka = replace(settings.kafka(), bootstrap_servers=broker.bootstrap_servers)
     metrics = Metrics()
     client: Client | None = None
-    producer: EventProducer | None = None
+    delivery: Delivery | None = None
     service: StreamService | None = None
     alerts: AlertService | None = None
     try:
         client = open_store(settings)
-        producer = await _start_producer(kafka, stop)
+        delivery = _delivery(settings, kafka, metrics)
+        await delivery.start(stop)
         service = StreamService(kafka, settings.sink(assign_all=True), client, metrics)
         await service.start()
         ingest_log = IngestLog(client, utc_now)
-        deps = CollectorDeps(settings.collector(), projects, producer, metrics, client,
+        deps = CollectorDeps(settings.collector(), projects, delivery, metrics, client,
                              sdk_dir=settings.sdk_dir, ingest_log=ingest_log)
-        http = HttpServer(create_app(deps), settings.host, settings.port)
+        http = HttpServer(create_app(deps), settings.host, settings.port,
+                      settings.shutdown_timeout_s / 2, settings.read_timeout_s)
         await http.start()
         await ingest_log.start()
         stream_task = asyncio.create_task(service.run())
@@ -288,23 +306,26 @@ async def run_up(settings: Settings) -> None:
         stop_wait = asyncio.create_task(stop.wait())
         await asyncio.wait({*background, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         stop_wait.cancel()
-        # Stop taking events first, then insert everything Kafka acknowledged: the embedded
-        # broker keeps its log in memory only.
-        await http.stop()
-        await ingest_log.stop()
-        service.stop()
-        if alerts is not None:
-            alerts.stop()
-        await asyncio.gather(*background)
-        if not await service.drain(_DRAIN_TIMEOUT_S):
-            log.error("stopped before every acknowledged event was inserted")
+        async with _deadline(settings.shutdown_timeout_s, "up"):
+            # Stop taking events first, then insert everything Kafka acknowledged: the
+            # embedded broker keeps its log in memory only. The spool keeps what Kafka has
+            # not taken yet, and replays it at the next start.
+            await http.stop()
+            await ingest_log.stop()
+            await delivery.stop()
+            service.stop()
+            if alerts is not None:
+                alerts.stop()
+            await asyncio.gather(*background)
+            if not await service.drain(settings.shutdown_timeout_s):
+                log.error("stopped before every acknowledged event was inserted")
     finally:
         if alerts is not None:
             await alerts.close()
         if service is not None:
             await service.close()
-        if producer is not None:
-            await producer.stop()
+        if delivery is not None:
+            await delivery.stop()
         broker.stop()
         if client is not None:
             client.close()

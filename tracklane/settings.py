@@ -12,7 +12,9 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from collector.spool import SpoolConfig
 from tracklane.contract import TimeLimits
+from tracklane.projects import RateLimit
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,12 +26,25 @@ class KafkaConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    kafka: KafkaConfig
+    # How long a request waits for Kafka's ack before its events go to the spool instead.
+    spool_after_s: float
+    replay_batch: int = 2000
+    replay_backoff_max_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class CollectorConfig:
     max_body_bytes: int
     max_event_bytes: int
     time_limits: TimeLimits
     trust_forwarded_for: bool
     retry_after_s: int
+    read_timeout_s: float = 10.0
+    max_inflight_requests: int = 512
+    max_inflight_bytes: int = 64 * 1024 * 1024
+    default_rate_limit: RateLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +78,16 @@ class Settings(BaseSettings):
     topic_partitions: int = 4
     produce_timeout_s: float = 5.0
 
+    # The disk spool holding accepted events while Kafka is down or slow (0 bytes: none,
+    # and events are refused with 503 instead).
+    spool_dir: Path | None = None
+    spool_max_bytes: int = 1024 * 1024 * 1024
+    spool_segment_bytes: int = 64 * 1024 * 1024
+    spool_after_s: float = 2.0
+
+    # SIGTERM: stop accepting, finish requests, flush, commit; exit after this at most.
+    shutdown_timeout_s: float = 20.0
+
     store_dsn: str | None = None
     retention_days: int = 395
 
@@ -72,6 +97,14 @@ class Settings(BaseSettings):
     max_past_days: int = 90
     trust_forwarded_for: bool = False
     retry_after_s: int = 5
+    # A body not received within this is answered 408 (slow clients hold no slot forever).
+    read_timeout_s: float = 10.0
+    # Over these, ingest requests are shed with 503 + Retry-After instead of queued.
+    max_inflight_requests: int = 512
+    max_inflight_bytes: int = 64 * 1024 * 1024
+    # Default per-project limit (events/s; 0: none); a project's own limit wins.
+    rate_limit_events_per_s: float = 0.0
+    rate_limit_burst: float = 0.0
 
     consumer_group: str = "tracklane-sink"
     batch_max_records: int = 5000
@@ -107,6 +140,16 @@ class Settings(BaseSettings):
             produce_timeout_s=self.produce_timeout_s,
         )
 
+    def delivery(self, kafka: KafkaConfig | None = None) -> DeliveryConfig:
+        return DeliveryConfig(kafka=kafka or self.kafka(), spool_after_s=self.spool_after_s)
+
+    def spool(self) -> SpoolConfig | None:
+        if self.spool_max_bytes <= 0:
+            return None
+        return SpoolConfig(directory=self.spool_dir or self.data_dir / "spool",
+                           max_bytes=self.spool_max_bytes,
+                           segment_bytes=self.spool_segment_bytes)
+
     def collector(self) -> CollectorConfig:
         return CollectorConfig(
             max_body_bytes=self.max_body_bytes,
@@ -117,6 +160,13 @@ class Settings(BaseSettings):
             ),
             trust_forwarded_for=self.trust_forwarded_for,
             retry_after_s=self.retry_after_s,
+            read_timeout_s=self.read_timeout_s,
+            max_inflight_requests=self.max_inflight_requests,
+            max_inflight_bytes=self.max_inflight_bytes,
+            default_rate_limit=RateLimit(
+                self.rate_limit_events_per_s,
+                self.rate_limit_burst or max(1.0, self.rate_limit_events_per_s),
+            ) if self.rate_limit_events_per_s > 0 else None,
         )
 
     def sink(self, assign_all: bool = False) -> SinkConfig:

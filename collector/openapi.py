@@ -1,0 +1,375 @@
+"""What the OpenAPI schema (``/openapi.json``) says about routes that read raw requests.
+
+The ingest routes, the pixel and the stats and alert routes read the request themselves
+(size limits, gzip, lenient Segment parsing), so FastAPI cannot infer their bodies and
+answers. The route declarations reference the schemas below: request bodies and
+parameters through ``openapi_extra``, answers through ``responses=``. Nothing here
+validates a request; it documents what the handlers accept and answer, and the
+schemathesis suite (tests/test_schemathesis.py) checks every answer against it.
+
+Every error answer is ``{"success": false, "error": "<code>", "message": "..."}``; the
+models below list, per status, the codes a route may answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MESSAGE_TYPES = ("track", "page", "screen", "identify", "group", "alias")
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+class _Error(BaseModel):
+    success: Literal[False]
+    message: str
+
+
+class EventError(BaseModel):
+    """One rejected event of a request, by its position in the request."""
+
+    index: int = Field(ge=0)
+    error: Literal["invalid_event", "event_too_large"]
+    message: str
+
+
+class IngestAccepted(BaseModel):
+    """Every valid event of the request is in Kafka (or the collector's disk spool)."""
+
+    success: Literal[True]
+    accepted: int = Field(ge=0)
+    errors: list[EventError] | None = Field(
+        None, description="the events that were rejected, when some were")
+
+
+class IngestBadRequest(_Error):
+    """The body cannot be read as the route's JSON, or every event in it was rejected."""
+
+    error: Literal["invalid_json", "invalid_utf8", "invalid_gzip", "empty_body",
+                   "invalid_body", "invalid_event", "event_too_large"]
+    accepted: int | None = Field(None, description="0, when events were rejected")
+    errors: list[EventError] | None = None
+
+
+class WriteKeyError(_Error):
+    error: Literal["missing_write_key", "invalid_write_key"]
+
+
+class OriginError(_Error):
+    error: Literal["origin_not_allowed"]
+
+
+class BodyTooLarge(_Error):
+    error: Literal["body_too_large"]
+
+
+class UnsupportedEncoding(_Error):
+    error: Literal["unsupported_encoding"]
+
+
+class RequestTimeout(_Error):
+    error: Literal["request_timeout"]
+
+
+class Refused(_Error):
+    """Nothing was accepted; retry after ``Retry-After`` seconds."""
+
+    error: str
+
+
+class ReadKeyError(_Error):
+    error: Literal["missing_read_key", "invalid_read_key"]
+
+
+class QueryBadRequest(_Error):
+    error: Literal["invalid_query", "invalid_json"]
+
+
+class StoreUnavailable(_Error):
+    error: Literal["store_unavailable"]
+
+
+class NotFound(_Error):
+    error: Literal["not_found", "sdk_not_built", "silence_not_found"]
+
+
+class SilenceBadRequest(_Error):
+    error: Literal["invalid_silence", "invalid_json", "invalid_utf8", "invalid_gzip",
+                   "empty_body"]
+
+
+class MinuteRow(BaseModel):
+    minute: str = Field(description="the minute's start, ISO 8601 in UTC")
+    count: int
+    unique_users: int
+    revenue: float
+
+
+class MinuteStats(BaseModel):
+    rows: list[MinuteRow]
+
+
+class Silence(BaseModel):
+    id: str
+    matchers: dict[str, str]
+    starts_at: str | None
+    ends_at: str | None
+    created_by: str
+    comment: str
+    created_at: str | None
+    state: Literal["active", "pending"]
+
+
+class Silences(BaseModel):
+    silences: list[Silence]
+
+
+class AlertsAnswer(BaseModel):
+    alerts: list[dict[str, Any]] = Field(description="each alert's current state")
+    transitions: list[dict[str, Any]] = Field(description="state changes, newest first")
+
+
+class Readiness(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["ready", "unavailable"]
+    kafka: bool
+    store: bool | None = Field(description="null when this collector has no store")
+
+
+def _retry_after(description: str) -> dict[str, Any]:
+    return {"Retry-After": {"description": description, "schema": {"type": "integer"}}}
+
+
+_WRITE_KEY_ERRORS: Responses = {
+    401: {"model": WriteKeyError, "description": "no write key, or an unknown one"},
+    403: {"model": OriginError,
+          "description": "a browser Origin not in the project's allowed_origins"},
+}
+_REFUSED: Responses = {
+    429: {"model": Refused, "description": "rate_limited: the project is over its events "
+          "per second; nothing accepted", "headers": _retry_after("seconds to wait")},
+    503: {"model": Refused, "description": "overloaded, spool_full, spool_failed or "
+          "broker_unavailable: nothing accepted", "headers": _retry_after("seconds to wait")},
+}
+
+INGEST_RESPONSES: Responses = {
+    200: {"model": IngestAccepted, "description": "the valid events were accepted"},
+    400: {"model": IngestBadRequest, "description": "unreadable body, or no valid event"},
+    **_WRITE_KEY_ERRORS,
+    408: {"model": RequestTimeout,
+          "description": "the body did not arrive within TRACKLANE_READ_TIMEOUT_S"},
+    413: {"model": BodyTooLarge, "description": "body over the limit (also after gunzip)"},
+    415: {"model": UnsupportedEncoding, "description": "a Content-Encoding other than gzip"},
+    **_REFUSED,
+}
+
+PIXEL_RESPONSES: Responses = {
+    200: {"description": "a 1x1 transparent GIF: the hit was accepted",
+          "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}}},
+    400: {"model": IngestBadRequest, "description": "the hit is not a valid event"},
+    **_WRITE_KEY_ERRORS,
+    **_REFUSED,
+}
+
+_READ_ERRORS: Responses = {
+    401: {"model": ReadKeyError, "description": "no read key, or an unknown one"},
+    503: {"model": StoreUnavailable, "description": "this collector has no store"},
+}
+
+QUERY_RESPONSES: Responses = {
+    400: {"model": QueryBadRequest, "description": "a bad parameter, named in the message"},
+    **_READ_ERRORS,
+}
+
+STATS_RESPONSES: Responses = {
+    200: {"model": MinuteStats, "description": "one row per minute of [from, to)"},
+    **QUERY_RESPONSES,
+}
+
+ALERTS_RESPONSES: Responses = {
+    200: {"model": AlertsAnswer, "description": "alert states and transitions"},
+    **QUERY_RESPONSES,
+}
+
+SILENCES_RESPONSES: Responses = {
+    200: {"model": Silences, "description": "the project's active and pending silences"},
+    **_READ_ERRORS,
+}
+
+CREATE_SILENCE_RESPONSES: Responses = {
+    201: {"model": Silence, "description": "the silence was created"},
+    400: {"model": SilenceBadRequest, "description": "an unreadable or invalid silence"},
+    **_READ_ERRORS,
+    413: {"model": BodyTooLarge, "description": "body over 64 KB"},
+    415: {"model": UnsupportedEncoding, "description": "a Content-Encoding other than gzip"},
+}
+
+EXPIRE_SILENCE_RESPONSES: Responses = {
+    204: {"description": "the silence was expired"},
+    404: {"model": NotFound, "description": "no active silence with this id"},
+    **_READ_ERRORS,
+}
+
+SDK_RESPONSES: Responses = {
+    200: {"description": "the file",
+          "content": {"text/javascript": {"schema": {"type": "string"}}},
+          "headers": {"ETag": {"schema": {"type": "string"}}}},
+    304: {"description": "unchanged since the If-None-Match ETag"},
+    404: {"model": NotFound, "description": "not an SDK file, or the SDK is not built"},
+}
+
+READY_RESPONSES: Responses = {
+    200: {"model": Readiness, "description": "ready to accept events"},
+    503: {"model": Readiness, "description": "not ready; the body says which part"},
+}
+
+METRICS_RESPONSES: Responses = {
+    200: {"description": "Prometheus text exposition",
+          "content": {"text/plain": {"schema": {"type": "string"}}}},
+}
+
+PREFLIGHT_RESPONSES: Responses = {
+    204: {"description": "CORS preflight answer"},
+    404: {"model": NotFound, "description": "a path no route takes (e.g. one with a newline)"},
+}
+
+_ID = {"type": ["string", "number"], "maxLength": 200}
+_TIME = {"type": "string", "format": "date-time"}
+_NAME = {"type": "string", "maxLength": 200}
+_CONTEXT: dict[str, Any] = {
+    "type": "object",
+    "description": "the Segment context; unknown keys are kept and ignored",
+    "properties": {
+        "page": {"type": "object", "properties": {
+            "url": {"type": "string"}, "path": {"type": "string"},
+            "referrer": {"type": "string"}, "title": {"type": "string"}}},
+        "userAgent": {"type": "string"},
+        "ip": {"type": "string"},
+        "locale": {"type": "string"},
+        "library": {"type": "object", "properties": {
+            "name": {"type": "string"}, "version": {"type": "string"}}},
+        "campaign": {"type": "object"},
+        "sessionId": {"type": ["string", "integer"]},
+    },
+}
+
+
+def message_schema(kind: str | None = None) -> dict[str, Any]:
+    """One Segment-spec message; ``kind`` fixes its type (the single-event routes)."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "description": "a Segment-spec message; unknown fields are kept and ignored. One of "
+                       "anonymousId or userId is required; a track needs its event.",
+        "properties": {
+            "type": {"type": "string", "enum": [kind] if kind else list(MESSAGE_TYPES)},
+            "messageId": _ID, "anonymousId": _ID, "userId": _ID,
+            "groupId": _ID, "previousId": _ID,
+            "event": _NAME, "name": _NAME,
+            "properties": {"type": "object"},
+            "traits": {"type": "object"},
+            "context": _CONTEXT,
+            "timestamp": _TIME, "originalTimestamp": _TIME, "sentAt": _TIME,
+            "writeKey": {"type": "string", "description": "the write key, if not in a header"},
+        },
+    }
+    if kind is None:
+        schema["required"] = ["type"]
+    return schema
+
+
+BATCH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "batch": {"type": "array", "items": message_schema()},
+        "writeKey": {"type": "string", "description": "the write key, if not in a header"},
+        "context": {**_CONTEXT, "description": "merged under each event's own context"},
+        "sentAt": {**_TIME, "description": "for each event that has none"},
+    },
+    "required": ["batch"],
+}
+
+_ENCODING_HEADER = {
+    "name": "Content-Encoding", "in": "header", "required": False,
+    "description": "gzip bodies are inflated (and limited after inflating)",
+    "schema": {"type": "string", "enum": ["gzip", "identity"]},
+}
+
+
+def _json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    # text/plain: beacons that avoid a CORS preflight send the same JSON.
+    return {"required": True, "description": description, "content": {
+        "application/json": {"schema": schema}, "text/plain": {"schema": schema}}}
+
+
+def ingest_extra(kind: str | None) -> dict[str, Any]:
+    """``openapi_extra`` of ``POST /v1/batch`` (``kind`` None) or ``POST /v1/<kind>``."""
+    if kind is None:
+        body = _json_body(BATCH_SCHEMA, "a batch of messages of any types")
+    else:
+        body = _json_body(message_schema(kind), f"one {kind} message")
+    return {
+        "description": "Send the write key as the Basic-auth username, an X-Write-Key "
+                       "header or writeKey in the body. Valid events are accepted and each "
+                       "rejected one is reported by index.",
+        "requestBody": body,
+        "parameters": [_ENCODING_HEADER],
+    }
+
+
+def _query(name: str, description: str, schema: dict[str, Any],
+           required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": description,
+            "schema": schema}
+
+
+_STRING = {"type": "string"}
+
+PIXEL_EXTRA: dict[str, Any] = {
+    "description": "A tracking pixel. `p.<name>=<value>` sets one property. The write key "
+                   "may also come as an X-Write-Key header.",
+    "parameters": [
+        _query("k", "write key", _STRING),
+        _query("e", "event name; default page_view (stored as a page view)", _NAME),
+        _query("mid", "message id; makes retries and re-opens safe", _STRING),
+        _query("aid", "anonymous id", _STRING),
+        _query("uid", "user id", _STRING),
+        _query("sid", "session id", _STRING),
+        _query("url", "page URL", _STRING),
+        _query("ref", "referrer", _STRING),
+        _query("title", "page title", _STRING),
+        _query("ts", "client time: Unix milliseconds or ISO 8601", _STRING),
+        _query("p", 'properties as a JSON object, e.g. {"plan":"pro"}', _STRING),
+    ],
+}
+
+STATS_EXTRA: dict[str, Any] = {
+    "description": "Per-minute counts from the rollups, with 'Authorization: Bearer <read "
+                   "key>'. At most 7 days.",
+    "parameters": [
+        _query("event", "event name", {"type": "string", "minLength": 1}, required=True),
+        _query("from", "range start, inclusive", _TIME, required=True),
+        _query("to", "range end, exclusive", _TIME, required=True),
+    ],
+}
+
+ALERTS_EXTRA: dict[str, Any] = {
+    "description": "With 'Authorization: Bearer <read key>'.",
+    "parameters": [
+        _query("from", "range start; default 7 days before `to`", _TIME),
+        _query("to", "range end; default now", _TIME),
+        _query("limit", "at most this many transitions",
+               {"type": "integer", "minimum": 1, "maximum": 1000}),
+        _query("rule", "only this rule", _STRING),
+    ],
+}
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` for a route that validates its raw JSON body with ``model``."""
+    schema = model.model_json_schema()
+    assert "$defs" not in schema, "only flat models can be inlined"
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": schema}}}}

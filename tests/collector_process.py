@@ -1,0 +1,51 @@
+"""``tracklane collector`` as a real process: killed, restarted and measured by tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.pipeline import poll
+
+
+class CollectorProcess:
+    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
+        self.port = port
+        self._log = log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tracklane.cli", "collector"], env=env,
+            stdout=self._log, stderr=self._log)
+
+    async def wait_healthy(self, timeout_s: float = 30.0) -> None:
+        async def healthy() -> bool:
+            assert self.process.poll() is None, "collector exited"
+            try:
+                async with httpx.AsyncClient() as http:
+                    r = await http.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1.0)
+                return r.status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await poll(healthy, timeout_s, "collector did not come up", interval_s=0.1)
+
+    def kill(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def terminate(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(30)
+        self._log.close()
+        return int(self.process.returncode)
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")

@@ -1,0 +1,182 @@
+"""Shedding load: 429 over a project's rate, 503 over the in-flight bound, 408 for slow bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from collector.app import MAX_BATCH_EVENTS
+from collector.body import RequestError
+from collector.limits import InflightLimit, RateLimiter, TokenBucket
+from collector.producer import ensure_topic
+from tests.collector_process import CollectorProcess
+from tests.pipeline import new_project, pipeline_settings, running_pipeline
+from tracklane.broker import TansuBroker, free_port
+from tracklane.projects import RateLimit
+
+pytestmark = pytest.mark.anyio
+
+
+def test_token_bucket_refills_at_its_rate_and_lets_a_big_batch_go_into_debt() -> None:
+    bucket = TokenBucket(RateLimit(events_per_s=4, burst=8), now=0.0)
+    assert bucket.take(8, 0.0) == 0.0
+    assert bucket.take(1, 0.0) == 0.25
+    assert bucket.take(1, 0.25) == 0.0
+    assert bucket.take(1, 0.5) == 0.0
+    # 100 events against 1 token: admitted, and the bucket owes 99.
+    assert bucket.take(100, 0.75) == 0.0
+    assert bucket.take(1, 0.75) == 25.0
+    assert bucket.take(1, 25.75) == 0.0
+
+
+def test_rate_limiter_is_per_project_and_says_when_to_retry() -> None:
+    now = [0.0]
+    limiter = RateLimiter(lambda: now[0])
+    limit = RateLimit(events_per_s=2, burst=2)
+    limiter.check("a", limit, 2)
+    with pytest.raises(RequestError) as refused:
+        limiter.check("a", limit, 1)
+    assert (refused.value.status, refused.value.code, refused.value.retry_after) == (
+        429, "rate_limited", 1)
+    limiter.check("b", limit, 2)  # another project has its own bucket
+    limiter.check("a", None, 1000)  # no limit, no bucket
+    now[0] = 0.5
+    limiter.check("a", limit, 1)
+
+
+def test_inflight_limit_counts_requests_and_bytes() -> None:
+    limit = InflightLimit(max_requests=2, max_bytes=100, retry_after_s=3)
+    with limit.admit(60), limit.admit(30):
+        for declared in (0, 10):
+            with pytest.raises(RequestError) as refused, limit.admit(declared):
+                pass
+            assert (refused.value.status, refused.value.code, refused.value.retry_after) == (
+                503, "overloaded", 3)
+    with limit.admit(100):
+        assert (limit.requests, limit.bytes) == (1, 100)
+    assert (limit.requests, limit.bytes) == (0, 0)
+
+
+async def test_a_project_over_its_rate_gets_429_with_retry_after(
+    broker: TansuBroker, store: Client,
+) -> None:
+    now = [1000.0]
+    project = new_project().model_copy(
+        update={"rate_limit_events_per_s": 10.0, "rate_limit_burst": 20.0})
+    settings = pipeline_settings(broker.bootstrap_servers)
+    async with running_pipeline(settings, store, project, monotonic=lambda: now[0]) as p:
+        batch = {"batch": [{"type": "track", "event": "limited", "anonymousId": "a"}] * 20}
+        assert (await p.http.post("/v1/batch", headers=p.auth, json=batch)).status_code == 200
+        refused = await p.http.post("/v1/batch", headers={**p.auth, "Origin": "https://shop.example"},
+                                    json=batch)
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "1"
+        assert refused.headers["access-control-expose-headers"] == "Retry-After"
+        assert refused.json()["error"] == "rate_limited"
+        pixel = await p.http.get("/p.gif", params={"k": p.write_key, "e": "limited"})
+        assert pixel.status_code == 429
+        assert p.metrics.registry.get_sample_value(
+            "tracklane_events_rejected_total", {"reason": "rate_limited"}) == 21
+        now[0] += 2.0
+        assert (await p.http.post("/v1/batch", headers=p.auth, json=batch)).status_code == 200
+
+
+async def test_a_body_that_does_not_arrive_in_time_gets_408(
+    broker: TansuBroker, store: Client,
+) -> None:
+    settings = pipeline_settings(broker.bootstrap_servers, read_timeout_s=0.3)
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b'{"batch": ['
+        await asyncio.sleep(1.0)
+        yield b"]}"
+
+    async with running_pipeline(settings, store) as p:
+        slow = await p.http.post("/v1/batch", headers=p.auth, content=trickle())
+        assert slow.status_code == 408
+        assert slow.json()["error"] == "request_timeout"
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[TansuBroker]:
+    tansu = TansuBroker(tmp_path / "tansu.log")
+    tansu.start()
+    yield tansu
+    tansu.stop()
+
+
+async def test_overload_is_shed_with_429_and_503_and_memory_stays_flat(
+    own_broker: TansuBroker, tmp_path: Path,
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    projects = tmp_path / "projects.toml"
+    projects.write_text(
+        f'[[project]]\nid = "limited_{tag}"\nwrite_keys = ["wk_limited"]\n'
+        "rate_limit_events_per_s = 50\n"
+        f'[[project]]\nid = "open_{tag}"\nwrite_keys = ["wk_open"]\n')
+    settings = pipeline_settings(own_broker.bootstrap_servers)
+    await ensure_topic(settings.kafka())
+    port = free_port()
+    env = {**os.environ, "TRACKLANE_KAFKA_BOOTSTRAP": own_broker.bootstrap_servers,
+           "TRACKLANE_TOPIC": settings.topic, "TRACKLANE_PROJECTS_FILE": str(projects),
+           "TRACKLANE_PORT": str(port), "TRACKLANE_HOST": "127.0.0.1",
+           "TRACKLANE_DATA_DIR": str(tmp_path / "data"), "TRACKLANE_SPOOL_MAX_BYTES": "0",
+           "TRACKLANE_MAX_INFLIGHT_REQUESTS": "4"}
+    env.pop("TRACKLANE_STORE_DSN", None)
+    collector = CollectorProcess(env, port, tmp_path / "collector.log")
+    statuses: Counter[tuple[str, int]] = Counter()
+    rss: list[int] = []
+    stop = asyncio.Event()
+    body = [{"type": "track", "event": "flood", "anonymousId": f"a{i}",
+             "properties": {"path": "/" + "x" * 200}} for i in range(50)]
+
+    async def flood(key: str) -> None:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", auth=(key, ""),
+                                     timeout=10.0) as http:
+            while not stop.is_set():
+                r = await http.post("/v1/batch", json={"batch": body})
+                statuses[(key, r.status_code)] += 1
+                if r.status_code in (429, 503):
+                    assert r.headers["retry-after"]
+                    assert r.json()["error"] in ("rate_limited", "overloaded")
+
+    try:
+        await collector.wait_healthy()
+        tasks = [asyncio.create_task(flood(key))
+                 for key in ["wk_limited"] * 8 + ["wk_open"] * 24]
+        for _ in range(12):
+            await asyncio.sleep(0.5)
+            rss.append(collector.rss_bytes())
+        stop.set()
+        await asyncio.gather(*tasks)
+    finally:
+        stop.set()
+        collector.terminate()
+
+    assert statuses[("wk_limited", 429)] > 0, statuses
+    assert statuses[("wk_limited", 200)] > 0, statuses
+    assert statuses[("wk_open", 503)] > 0, statuses
+    assert statuses[("wk_open", 200)] > 0, statuses
+    assert not {status for (_, status) in statuses} - {200, 429, 503}, statuses
+    # Shedding, not queueing: after warm-up, memory does not grow with the flood.
+    warm = rss[3]
+    assert max(rss[3:]) <= warm * 1.10, [r // 1024 for r in rss]
+
+
+async def test_a_batch_over_the_event_count_limit_is_refused_whole(
+    broker: TansuBroker, store: Client,
+) -> None:
+    settings = pipeline_settings(broker.bootstrap_servers)
+    async with running_pipeline(settings, store) as p:
+        refused = await p.http.post("/v1/batch", headers=p.auth,
+                                    json={"batch": [{}] * (MAX_BATCH_EVENTS + 1)})
+        assert refused.status_code == 413
+        assert refused.json()["error"] == "too_many_events"
