@@ -17,7 +17,6 @@ import asyncio
 import json
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
@@ -335,8 +334,8 @@ def main() -> None:
     spec: dict[str, Any] = json.loads(args.spec)
     jobs = {"kafka-raw": kafka_raw, "kafka-fill": kafka_fill, "sink": sink,
             "raw-insert": raw_insert}
-    if "data_dir" not in spec:
-        spec["data_dir"] = tempfile.mkdtemp(prefix="tracklane-bench-")
+    if args.mode in ("sink", "raw-insert") and "data_dir" not in spec:
+        parser.error(f"{args.mode}: the spec needs a data_dir (a fresh directory)")
     result = asyncio.run(jobs[args.mode](spec))
     print(json.dumps(result), flush=True)
 
