@@ -30,6 +30,15 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
     tansu.stop()
 
 
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[TansuBroker]:
+    """A broker of the test's own, for tests that stop, freeze or restart it."""
+    tansu = TansuBroker(tmp_path / "tansu.log")
+    tansu.start()
+    yield tansu
+    tansu.stop()
+
+
 @pytest.fixture(scope="session")
 def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("chdb")

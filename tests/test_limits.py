@@ -6,7 +6,7 @@ import asyncio
 import os
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -105,12 +105,6 @@ async def test_a_body_that_does_not_arrive_in_time_gets_408(
         assert slow.json()["error"] == "request_timeout"
 
 
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[TansuBroker]:
-    tansu = TansuBroker(tmp_path / "tansu.log")
-    tansu.start()
-    yield tansu
-    tansu.stop()
 
 
 async def test_overload_is_shed_with_429_and_503_and_memory_stays_flat(

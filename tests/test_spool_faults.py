@@ -15,7 +15,6 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,12 +67,6 @@ async def sender(port: int, key: str, tag: str, ledger: Ledger, stop: asyncio.Ev
             await asyncio.sleep(0.02)
 
 
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[TansuBroker]:
-    tansu = TansuBroker(tmp_path / "tansu.log")
-    tansu.start()
-    yield tansu
-    tansu.stop()
 
 
 async def test_every_2xx_is_counted_once_through_outage_and_sigkill(
