@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 
 from collector import openapi
 from collector.alerts_api import alerts_router
-from collector.body import RequestError, decode_json, read_body
+from collector.body import RequestError, declared_length, decode_json, read_body
 from collector.delivery import Delivery, NotAccepted
 from collector.enrich import anonymize_ip, parse_user_agent
 from collector.ingest_log import IngestLog
@@ -206,7 +206,7 @@ class _Ingest:
 
     async def handle_body(self, request: Request, route: str, single: str | None) -> Response:
         limit = self._deps.config.max_body_bytes
-        with self._inflight.admit(_declared_length(request, limit)):
+        with self._inflight.admit(_held_bytes(request, limit)):
             return await self._handle_body(request, route, single)
 
     async def handle_pixel(self, request: Request) -> Response:
@@ -391,14 +391,13 @@ def _merge_batch_level(event: Any, batch: dict[str, Any]) -> Any:
     return merged
 
 
-def _declared_length(request: Request, limit: int) -> int:
+def _held_bytes(request: Request, limit: int) -> int:
     """The body size a request will hold in memory: its Content-Length, else the limit."""
-    declared = request.headers.get("content-length", "")
+    declared = declared_length(request, limit)
     encoding = request.headers.get("content-encoding", "").strip().lower()
     # A gzip body inflates up to the limit in memory, whatever it declares.
-    if encoding in ("", "identity") and declared.isascii() and declared.isdigit() \
-            and len(declared) < 10:
-        return min(int(declared), limit)
+    if encoding in ("", "identity") and declared is not None:
+        return min(declared, limit)
     return limit
 
 

@@ -25,12 +25,19 @@ def too_large(limit: int) -> RequestError:
     return RequestError(413, "body_too_large", f"request body is over {limit // 1024} KB")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing anything over ``limit`` bytes before reading it all."""
+def declared_length(request: Request, limit: int) -> int | None:
+    """The Content-Length, capped at ``limit + 1``; None when absent or not a number."""
     declared = request.headers.get("content-length", "")
     # isdigit() alone admits "²", which int() refuses; 19+ digits are over any limit.
-    if declared.isascii() and declared.isdigit() and (len(declared) > 18
-                                                      or int(declared) > limit):
+    if not (declared.isascii() and declared.isdigit()):
+        return None
+    return limit + 1 if len(declared) > 18 else min(int(declared), limit + 1)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing anything over ``limit`` bytes before reading it all."""
+    declared = declared_length(request, limit)
+    if declared is not None and declared > limit:
         raise too_large(limit)
     chunks = []
     size = 0

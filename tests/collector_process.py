@@ -13,6 +13,17 @@ import httpx
 from tests.pipeline import poll
 
 
+def collector_env(bootstrap: str, topic: str, projects: Path, port: int, data_dir: Path,
+                  **settings: object) -> dict[str, str]:
+    """The environment of a storeless ``tracklane collector``; ``settings`` by field name."""
+    env = {**os.environ, "TRACKLANE_KAFKA_BOOTSTRAP": bootstrap, "TRACKLANE_TOPIC": topic,
+           "TRACKLANE_PROJECTS_FILE": str(projects), "TRACKLANE_PORT": str(port),
+           "TRACKLANE_HOST": "127.0.0.1", "TRACKLANE_DATA_DIR": str(data_dir),
+           **{f"TRACKLANE_{name.upper()}": str(value) for name, value in settings.items()}}
+    env.pop("TRACKLANE_STORE_DSN", None)
+    return env
+
+
 class CollectorProcess:
     def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
         self.port = port

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -17,7 +16,7 @@ from collector.app import MAX_BATCH_EVENTS
 from collector.body import RequestError
 from collector.limits import InflightLimit, RateLimiter, TokenBucket
 from collector.producer import ensure_topic
-from tests.collector_process import CollectorProcess
+from tests.collector_process import CollectorProcess, collector_env
 from tests.pipeline import new_project, pipeline_settings, running_pipeline
 from tracklane.broker import TansuBroker, free_port
 from tracklane.projects import RateLimit
@@ -119,12 +118,8 @@ async def test_overload_is_shed_with_429_and_503_and_memory_stays_flat(
     settings = pipeline_settings(own_broker.bootstrap_servers)
     await ensure_topic(settings.kafka())
     port = free_port()
-    env = {**os.environ, "TRACKLANE_KAFKA_BOOTSTRAP": own_broker.bootstrap_servers,
-           "TRACKLANE_TOPIC": settings.topic, "TRACKLANE_PROJECTS_FILE": str(projects),
-           "TRACKLANE_PORT": str(port), "TRACKLANE_HOST": "127.0.0.1",
-           "TRACKLANE_DATA_DIR": str(tmp_path / "data"), "TRACKLANE_SPOOL_MAX_BYTES": "0",
-           "TRACKLANE_MAX_INFLIGHT_REQUESTS": "4"}
-    env.pop("TRACKLANE_STORE_DSN", None)
+    env = collector_env(own_broker.bootstrap_servers, settings.topic, projects, port,
+                        tmp_path / "data", spool_max_bytes=0, max_inflight_requests=4)
     collector = CollectorProcess(env, port, tmp_path / "collector.log")
     statuses: Counter[tuple[str, int]] = Counter()
     rss: list[int] = []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import time
 import uuid
@@ -24,7 +23,7 @@ from clickhouse_connect.driver.client import Client
 
 from collector.producer import ensure_topic
 from collector.spool import Spool, SpoolConfig
-from tests.collector_process import CollectorProcess
+from tests.collector_process import CollectorProcess, collector_env
 from tests.pipeline import Sink, pipeline_settings, poll
 from tracklane.broker import TansuBroker, free_port
 from tracklane.metrics import Metrics
@@ -81,13 +80,9 @@ async def test_every_2xx_is_counted_once_through_outage_and_sigkill(
     kafka = settings.kafka()
     await ensure_topic(kafka)
     port = free_port()
-    env = {**os.environ, "TRACKLANE_KAFKA_BOOTSTRAP": own_broker.bootstrap_servers,
-           "TRACKLANE_TOPIC": settings.topic, "TRACKLANE_TOPIC_PARTITIONS": "2",
-           "TRACKLANE_PROJECTS_FILE": str(projects), "TRACKLANE_PORT": str(port),
-           "TRACKLANE_HOST": "127.0.0.1", "TRACKLANE_DATA_DIR": str(tmp_path / "data"),
-           "TRACKLANE_SPOOL_DIR": str(tmp_path / "spool"), "TRACKLANE_SPOOL_AFTER_S": "1",
-           "TRACKLANE_PRODUCE_TIMEOUT_S": "2"}
-    env.pop("TRACKLANE_STORE_DSN", None)
+    env = collector_env(own_broker.bootstrap_servers, settings.topic, projects, port,
+                        tmp_path / "data", topic_partitions=2, spool_dir=tmp_path / "spool",
+                        spool_after_s=1, produce_timeout_s=2)
     sink = Sink(kafka, settings, store, Metrics())
     await sink.start()
     collector = CollectorProcess(env, port, tmp_path / "collector.log")
@@ -157,12 +152,8 @@ async def test_sigterm_finishes_requests_in_flight_and_exits_in_time(
     projects = tmp_path / "projects.toml"
     projects.write_text('[[project]]\nid = "term"\nwrite_keys = ["wk_term"]\n')
     port = free_port()
-    env = {**os.environ, "TRACKLANE_KAFKA_BOOTSTRAP": own_broker.bootstrap_servers,
-           "TRACKLANE_TOPIC": settings.topic, "TRACKLANE_PROJECTS_FILE": str(projects),
-           "TRACKLANE_PORT": str(port), "TRACKLANE_HOST": "127.0.0.1",
-           "TRACKLANE_DATA_DIR": str(tmp_path / "data"), "TRACKLANE_SPOOL_AFTER_S": "1",
-           "TRACKLANE_SHUTDOWN_TIMEOUT_S": "6"}
-    env.pop("TRACKLANE_STORE_DSN", None)
+    env = collector_env(own_broker.bootstrap_servers, settings.topic, projects, port,
+                        tmp_path / "data", spool_after_s=1, shutdown_timeout_s=6)
     collector = CollectorProcess(env, port, tmp_path / "collector.log")
     await collector.wait_healthy()
     # Frozen Kafka: each request waits its full second for an ack before being spooled,

@@ -43,15 +43,18 @@ class Project(BaseModel):
     def rate_limit(self, default: RateLimit | None) -> RateLimit | None:
         if self.rate_limit_events_per_s is None:
             return default
-        rate = self.rate_limit_events_per_s
-        # One second's worth by default: short bursts pass, a sustained flood does not.
-        return RateLimit(rate, self.rate_limit_burst or max(1.0, rate))
+        return RateLimit.of(self.rate_limit_events_per_s, self.rate_limit_burst)
 
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
     events_per_s: float
     burst: float
+
+    @classmethod
+    def of(cls, events_per_s: float, burst: float | None) -> RateLimit:
+        # One second's worth by default: short bursts pass, a sustained flood does not.
+        return cls(events_per_s, burst or max(1.0, events_per_s))
 
 
 class _ProjectsFile(BaseModel):

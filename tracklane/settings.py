@@ -163,10 +163,8 @@ class Settings(BaseSettings):
             read_timeout_s=self.read_timeout_s,
             max_inflight_requests=self.max_inflight_requests,
             max_inflight_bytes=self.max_inflight_bytes,
-            default_rate_limit=RateLimit(
-                self.rate_limit_events_per_s,
-                self.rate_limit_burst or max(1.0, self.rate_limit_events_per_s),
-            ) if self.rate_limit_events_per_s > 0 else None,
+            default_rate_limit=RateLimit.of(self.rate_limit_events_per_s, self.rate_limit_burst)
+            if self.rate_limit_events_per_s > 0 else None,
         )
 
     def sink(self, assign_all: bool = False) -> SinkConfig:
