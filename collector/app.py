@@ -27,6 +27,7 @@ from collector.alerts_api import alerts_router
 from collector.body import RequestError, declared_length, decode_json, read_body
 from collector.delivery import Delivery, NotAccepted
 from collector.enrich import anonymize_ip, parse_user_agent
+from collector.fastpath import Handler, IngestRoutes
 from collector.ingest_log import IngestLog
 from collector.limits import InflightLimit, RateLimiter
 from collector.pixel import PIXEL_GIF, pixel_message
@@ -37,9 +38,9 @@ from collector.users_api import users_router
 from tracklane.clock import Clock, utc_now
 from tracklane.contract import (
     ContractError,
-    Envelope,
     RequestFacts,
-    build_envelope,
+    envelope_fields,
+    envelope_record,
     parse_message,
 )
 from tracklane.metrics import Metrics
@@ -100,8 +101,7 @@ def create_app(deps: CollectorDeps) -> FastAPI:
         return error_response(RequestError(exc.status_code, code, str(exc.detail)),
                               {**(exc.headers or {}), **_cors(request)})
 
-    @app.exception_handler(RequestError)
-    async def _request_error(request: Request, err: RequestError) -> JSONResponse:
+    def reject(request: Request, err: RequestError) -> JSONResponse:
         deps.metrics.rejected.labels(err.code).inc()
         route = _ingest_route(request.url.path)
         if deps.ingest_log is not None and route is not None:
@@ -111,15 +111,23 @@ def create_app(deps: CollectorDeps) -> FastAPI:
         # request that can never succeed, so errors are readable from any origin.
         return error_response(err, _cors(request))
 
-    @app.post("/v1/batch", responses=openapi.INGEST_RESPONSES,
-              openapi_extra=openapi.ingest_extra(None))
-    async def batch(request: Request) -> Response:
-        return await ingest.handle_body(request, "batch", None)
+    @app.exception_handler(RequestError)
+    async def _request_error(request: Request, err: RequestError) -> JSONResponse:
+        return reject(request, err)
 
+    routes: dict[tuple[str, str], Handler] = {
+        ("POST", "/v1/batch"): _body_route(ingest, "batch", None),
+        ("GET", "/p.gif"): ingest.handle_pixel,
+    }
+    app.add_api_route("/v1/batch", routes["POST", "/v1/batch"], methods=["POST"], name="batch",
+                      responses=openapi.INGEST_RESPONSES,
+                      openapi_extra=openapi.ingest_extra(None))
     for kind in _SINGLE_ROUTES:
-        app.add_api_route(f"/v1/{kind}", _single_route(ingest, kind), methods=["POST"],
+        routes["POST", f"/v1/{kind}"] = _body_route(ingest, kind, kind)
+        app.add_api_route(f"/v1/{kind}", routes["POST", f"/v1/{kind}"], methods=["POST"],
                           name=kind, responses=openapi.INGEST_RESPONSES,
                           openapi_extra=openapi.ingest_extra(kind))
+    app.add_middleware(IngestRoutes, routes=routes, on_error=reject)
 
     @app.options("/v1/{path:path}", status_code=204, response_class=Response,
                  responses=openapi.PREFLIGHT_RESPONSES)
@@ -134,10 +142,9 @@ def create_app(deps: CollectorDeps) -> FastAPI:
             "Vary": "Origin",
         })
 
-    @app.get("/p.gif", response_class=Response, responses=openapi.PIXEL_RESPONSES,
-             openapi_extra=openapi.PIXEL_EXTRA)
-    async def pixel(request: Request) -> Response:
-        return await ingest.handle_pixel(request)
+    app.add_api_route("/p.gif", ingest.handle_pixel, methods=["GET"], name="pixel",
+                      response_class=Response, responses=openapi.PIXEL_RESPONSES,
+                      openapi_extra=openapi.PIXEL_EXTRA)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -177,11 +184,11 @@ def _ingest_route(path: str) -> str | None:
     return name if name in ("batch", *_SINGLE_ROUTES) and path != name else None
 
 
-def _single_route(ingest: _Ingest, kind: str) -> Callable[[Request], Any]:
-    async def route(request: Request) -> Response:
-        return await ingest.handle_body(request, kind, kind)
+def _body_route(ingest: _Ingest, route: str, single: str | None) -> Handler:
+    async def handle(request: Request) -> Response:
+        return await ingest.handle_body(request, route, single)
 
-    return route
+    return handle
 
 
 async def _store_ok(store: Client | None) -> bool | None:
@@ -288,11 +295,11 @@ class _Ingest:
         received_at = deps.clock()
         request_ip = _client_ip(request, deps.config.trust_forwarded_for)
         request_ua = request.headers.get("user-agent", "")
-        envelopes: list[Envelope] = []
+        records: list[tuple[bytes, bytes]] = []
         errors: list[dict[str, Any]] = []
         for index, raw in enumerate(raw_events):
             try:
-                envelopes.append(self._envelope(raw, single, project, received_at,
+                records.append(self._record(raw, single, project, received_at,
                                                 request_ip, request_ua))
             except ContractError as exc:
                 code = "event_too_large" if str(exc).startswith("event: over") else "invalid_event"
@@ -301,7 +308,7 @@ class _Ingest:
                     deps.ingest_log.rejected(project.id, route, code)
                 errors.append({"index": index, "error": code, "message": str(exc)})
         cors = _cors(request)
-        if not envelopes:
+        if not records:
             if not errors:
                 return JSONResponse({"success": True, "accepted": 0}, headers=cors)
             first = errors[0]
@@ -312,21 +319,21 @@ class _Ingest:
             )
         try:
             self._limiter.check(project.id, project.rate_limit(deps.config.default_rate_limit),
-                                len(envelopes))
+                                len(records))
         except RequestError as err:
-            metrics.rejected.labels(err.code).inc(len(envelopes))
+            metrics.rejected.labels(err.code).inc(len(records))
             if deps.ingest_log is not None:
-                deps.ingest_log.rejected(project.id, route, err.code, len(envelopes))
+                deps.ingest_log.rejected(project.id, route, err.code, len(records))
             return error_response(err, cors)
         try:
-            await deps.delivery.deliver(envelopes)
+            await deps.delivery.deliver(records)
         except NotAccepted as exc:
             metrics.produce_failures.inc()
-            metrics.rejected.labels(exc.code).inc(len(envelopes))
+            metrics.rejected.labels(exc.code).inc(len(records))
             if deps.ingest_log is not None:
-                deps.ingest_log.rejected(project.id, route, exc.code, len(envelopes))
+                deps.ingest_log.rejected(project.id, route, exc.code, len(records))
             log.warning("events refused", extra={
-                "project": project.id, "events": len(envelopes), "reason": exc.code,
+                "project": project.id, "events": len(records), "reason": exc.code,
                 "error": str(exc)})
             return JSONResponse(
                 {"success": False, "error": exc.code,
@@ -335,16 +342,17 @@ class _Ingest:
                 headers={"Retry-After": str(deps.config.retry_after_s), **cors},
             )
         if deps.ingest_log is not None:
-            deps.ingest_log.accepted(project.id, route, len(envelopes))
-        body: dict[str, Any] = {"success": True, "accepted": len(envelopes)}
+            deps.ingest_log.accepted(project.id, route, len(records))
+        body: dict[str, Any] = {"success": True, "accepted": len(records)}
         if errors:
             body["errors"] = errors
         return JSONResponse(body, headers=cors)
 
-    def _envelope(
+    def _record(
         self, raw: Any, single: str | None, project: Project, received_at: datetime,
         request_ip: str, request_ua: str,
-    ) -> Envelope:
+    ) -> tuple[bytes, bytes]:
+        """One event's Kafka record; raises ``ContractError``."""
         limit = self._deps.config.max_event_bytes
         try:
             size = len(orjson.dumps(raw))
@@ -363,7 +371,7 @@ class _Ingest:
             anonymized_ip=anonymize_ip(msg.context.ip or request_ip),
             user_agent=parse_user_agent(msg.context.userAgent or request_ua),
         )
-        return build_envelope(msg, facts, self._deps.config.time_limits)
+        return envelope_record(envelope_fields(msg, facts, self._deps.config.time_limits))
 
     def _cookieless_id(self, request: Request, project: Project) -> str:
         """A daily-rotating id from IP and user agent, for pixel hits without an anonymous id."""

@@ -18,7 +18,6 @@ from aiokafka.errors import KafkaError
 
 from collector.producer import BrokerUnavailable, EventProducer, ensure_topic
 from collector.spool import Spool, SpoolFailed, SpoolFull
-from tracklane.contract import Envelope
 from tracklane.metrics import Metrics
 from tracklane.settings import DeliveryConfig
 
@@ -88,9 +87,9 @@ class Delivery:
     async def kafka_reachable(self) -> bool:
         return await self._producer.ping()
 
-    async def deliver(self, envelopes: Sequence[Envelope]) -> None:
-        """Return once the envelopes are acknowledged by Kafka or durable in the spool."""
-        records = [(env.kafka_key, env.to_kafka_value()) for env in envelopes]
+    async def deliver(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        """Return once the (key, value) records are acknowledged by Kafka or durable in the
+        spool."""
         spool = self._spool
         if spool is None:
             try:

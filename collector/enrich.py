@@ -61,11 +61,23 @@ def anonymize_ip(raw: str) -> str:
 
     The raw address is never stored; this keeps coarse network location only.
     """
+    return _anonymize(raw.strip())
+
+
+_V4_HOST = 0xFF
+_V6_HOST = (1 << 80) - 1
+
+
+# Every event of a batch, and every hit of a busy client, repeats one address, and parsing
+# it with ``ipaddress`` was a fifth of the collector's time per batch event.
+@lru_cache(maxsize=65536)
+def _anonymize(raw: str) -> str:
     try:
-        ip = ipaddress.ip_address(raw.strip())
+        ip = ipaddress.ip_address(raw)
     except ValueError:
         return ""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is None:
+            return str(ipaddress.IPv6Address(int(ip) & ~_V6_HOST))
         ip = ip.ipv4_mapped
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+    return str(ipaddress.IPv4Address(int(ip) & ~_V4_HOST))

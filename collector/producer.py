@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner
 
-from tracklane.contract import Envelope
 from tracklane.settings import KafkaConfig
 
 log = logging.getLogger(__name__)
+
+# From this many records, a send builds one batch per partition itself; below, records go
+# through ``send``, which lets concurrent requests share a batch (a pixel hit is one record).
+_BATCH_FROM = 16
 
 
 class BrokerUnavailable(RuntimeError):
@@ -26,6 +32,7 @@ class EventProducer:
     def __init__(self, config: KafkaConfig) -> None:
         self._config = config
         self._producer: AIOKafkaProducer | None = None
+        self._partitioner = DefaultPartitioner()
 
     async def start(self) -> None:
         timeout_ms = int(self._config.produce_timeout_s * 1000)
@@ -35,7 +42,7 @@ class EventProducer:
             # Duplicates from retries are removed downstream by message id; the idempotent
             # producer is not available on every Kafka-compatible broker.
             enable_idempotence=False,
-            linger_ms=2,
+            linger_ms=0,
             max_batch_size=1024 * 1024,
             max_request_size=2 * 1024 * 1024,
             request_timeout_ms=timeout_ms,
@@ -52,12 +59,9 @@ class EventProducer:
     def started(self) -> bool:
         return self._producer is not None
 
-    async def send_all(self, envelopes: Sequence[Envelope]) -> None:
-        """Return once Kafka has acknowledged every envelope; else raise ``BrokerUnavailable``."""
-        await self.send_records([(env.kafka_key, env.to_kafka_value()) for env in envelopes])
-
     async def send_records(self, records: Sequence[tuple[bytes, bytes]]) -> None:
-        """``send_all`` for records already encoded as (key, value)."""
+        """Return once Kafka has acknowledged every (key, value) record; else raise
+        ``BrokerUnavailable``."""
         producer = self._producer
         if producer is None:
             raise BrokerUnavailable("producer not started")
@@ -67,11 +71,39 @@ class EventProducer:
             # event answered 503 is not delivered later behind the client's back. The outer
             # timeout is only a safety net.
             async with asyncio.timeout(2 * self._config.produce_timeout_s + 1):
-                pending = [await producer.send(self._config.topic, value, key=key)
-                           for key, value in records]
+                if len(records) < _BATCH_FROM:
+                    pending = [await producer.send(self._config.topic, value, key=key)
+                               for key, value in records]
+                else:
+                    pending = await self._send_batches(producer, records)
                 await asyncio.gather(*pending)
         except (KafkaError, TimeoutError) as exc:
             raise BrokerUnavailable(f"kafka did not acknowledge: {exc!r}") from exc
+
+    async def _send_batches(
+        self, producer: AIOKafkaProducer, records: Sequence[tuple[bytes, bytes]]
+    ) -> list[asyncio.Future[Any]]:
+        """One record batch per partition: per-record ``send`` was an eighth of the
+        collector's time per batch event. Partitions are chosen as ``send`` chooses them
+        (murmur2 of the key over the sorted partitions), so a spooled copy of an event
+        lands where the first copy did."""
+        topic = self._config.topic
+        partitions = sorted(await producer.partitions_for(topic))
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+        for key, value in records:
+            by_partition[self._partitioner(key, partitions, partitions)].append((key, value))
+        futures: list[asyncio.Future[Any]] = []
+        for partition, own in by_partition.items():
+            batch = producer.create_batch()
+            for key, value in own:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    # Full (max_batch_size): send it, and go on in a new one.
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        raise MessageSizeTooLargeError(f"a record of {len(value)} bytes")
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
 
     async def ping(self, timeout_s: float = 2.0) -> bool:
         if self._producer is None:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 
 from collector.enrich import anonymize_ip, parse_user_agent
@@ -17,6 +18,8 @@ from tracklane.contract import (
     TimeLimits,
     UserAgentInfo,
     build_envelope,
+    envelope_fields,
+    envelope_record,
     envelope_to_row,
     parse_message,
 )
@@ -96,6 +99,19 @@ def test_envelope_round_trips_through_kafka_bytes_and_fills_every_column() -> No
     row = envelope_to_row(again, 3, 42, "tok")
     assert len(row) == len(EVENT_COLUMNS)
     assert dict(zip(EVENT_COLUMNS, row, strict=True))["distinct_id"] == "a"
+
+
+def test_kafka_bytes_are_the_validated_models_json() -> None:
+    """The hand-rolled encoder writes what pydantic's JSON mode would, revenue and times too."""
+    raw = {"type": "track", "event": "Buy", "anonymousId": "a", "messageId": "m1",
+           "properties": {"revenue": 12.5, "currency": "eur"}, "context": {"ip": "1.2.3.4"},
+           "timestamp": "2026-11-21T10:00:00.123Z", "sentAt": "2026-11-21T10:00:01Z"}
+    env = envelope(raw)
+    assert env.to_kafka_value() == orjson.dumps(env.model_dump(mode="json"))
+    # The collector's path, which builds no model, writes the very same record.
+    fields = envelope_fields(parse_message(raw), FACTS, TimeLimits())
+    assert list(fields) == list(Envelope.model_fields)
+    assert envelope_record(fields) == (env.kafka_key, env.to_kafka_value())
 
 
 def test_ip_anonymization_and_user_agents() -> None:

@@ -168,15 +168,20 @@ class Envelope(BaseModel):
 
     @property
     def kafka_key(self) -> bytes:
-        """Every copy of one message id lands in one partition, so one consumer owns its dedup."""
-        return f"{self.project_id}:{self.message_id}".encode()
+        return kafka_key(self.project_id, self.message_id)
 
     def to_kafka_value(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+        return _encode(self.__dict__)
 
     @classmethod
     def from_kafka_value(cls, value: bytes) -> Envelope:
         return cls.model_validate_json(value)
+
+
+def _decimal_text(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,10 +324,13 @@ def _campaign_fields(msg: InboundMessage, url: str) -> dict[str, Any]:
     return out
 
 
-def build_envelope(msg: InboundMessage, facts: RequestFacts, limits: TimeLimits) -> Envelope:
-    """Validate one message against the contract and enrich it into an ``Envelope``.
+def envelope_fields(msg: InboundMessage, facts: RequestFacts, limits: TimeLimits) -> dict[str, Any]:
+    """Validate one message against the contract and enrich it: the ``Envelope``'s fields.
 
-    Raises ``ContractError`` with a field-naming reason when the message is unusable.
+    Raises ``ContractError`` with a field-naming reason when the message is unusable. The
+    collector encodes these fields straight to Kafka (``envelope_record``): building a
+    pydantic model per event was a sixth of its time, and every value here already has
+    its declared type (``build_envelope`` checks that, and the tests hold them equal).
     """
     if not (msg.anonymousId or msg.userId):
         raise ContractError("anonymousId or userId: one is required")
@@ -332,36 +340,59 @@ def build_envelope(msg: InboundMessage, facts: RequestFacts, limits: TimeLimits)
     props = dict(msg.properties)
     revenue = _revenue(props)
     currency = _text(props.get("currency"), 8).upper() if revenue else ""
-    return Envelope(
-        project_id=facts.project_id,
-        message_id=msg.messageId or str(uuid.uuid4()),
-        type=msg.type,
-        event=name,
-        timestamp=event_time(msg, facts.received_at, limits),
-        received_at=facts.received_at,
-        sent_at=_utc(msg.sentAt, "sentAt") if msg.sentAt else None,
-        anonymous_id=msg.anonymousId or "",
-        user_id=msg.userId or "",
-        session_id=msg.context.sessionId or "",
-        group_id=msg.groupId or "",
-        previous_id=msg.previousId or "",
+    ua = facts.user_agent
+    # In ``Envelope``'s field order, so the JSON is byte for byte the model's.
+    return {
+        "v": ENVELOPE_VERSION,
+        "project_id": facts.project_id,
+        "message_id": msg.messageId or str(uuid.uuid4()),
+        "type": msg.type,
+        "event": name,
+        "timestamp": event_time(msg, facts.received_at, limits),
+        "received_at": facts.received_at,
+        "sent_at": _utc(msg.sentAt, "sentAt") if msg.sentAt else None,
+        "anonymous_id": msg.anonymousId or "",
+        "user_id": msg.userId or "",
+        "session_id": msg.context.sessionId or "",
+        "group_id": msg.groupId or "",
+        "previous_id": msg.previousId or "",
         **page,
         **_campaign_fields(msg, page["url"]),
-        browser=facts.user_agent.browser,
-        browser_version=facts.user_agent.browser_version,
-        os=facts.user_agent.os,
-        os_version=facts.user_agent.os_version,
-        device_type=facts.user_agent.device_type,
-        is_bot=facts.user_agent.is_bot,
-        ip=facts.anonymized_ip,
-        locale=_text(msg.context.locale, 35),
-        library_name=_text(library.get("name"), 100),
-        library_version=_text(library.get("version"), 50),
-        revenue=revenue,
-        currency=currency,
-        properties=_json_text(props, "properties"),
-        traits=_json_text(msg.traits, "traits"),
-    )
+        "browser": ua.browser,
+        "browser_version": ua.browser_version,
+        "os": ua.os,
+        "os_version": ua.os_version,
+        "device_type": ua.device_type,
+        "is_bot": ua.is_bot,
+        "ip": facts.anonymized_ip,
+        "locale": _text(msg.context.locale, 35),
+        "library_name": _text(library.get("name"), 100),
+        "library_version": _text(library.get("version"), 50),
+        "revenue": revenue,
+        "currency": currency,
+        "properties": _json_text(props, "properties"),
+        "traits": _json_text(msg.traits, "traits"),
+    }
+
+
+def build_envelope(msg: InboundMessage, facts: RequestFacts, limits: TimeLimits) -> Envelope:
+    """``envelope_fields`` as a validated ``Envelope``."""
+    return Envelope.model_validate(envelope_fields(msg, facts, limits))
+
+
+def envelope_record(fields: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    """The Kafka (key, value) of an envelope given as ``envelope_fields``."""
+    return kafka_key(fields["project_id"], fields["message_id"]), _encode(fields)
+
+
+def kafka_key(project_id: str, message_id: str) -> bytes:
+    """Every copy of one message id lands in one partition, so one consumer owns its dedup."""
+    return f"{project_id}:{message_id}".encode()
+
+
+def _encode(fields: Mapping[str, Any]) -> bytes:
+    # The same JSON as pydantic's ``model_dump(mode="json")``: Z times, decimals as text.
+    return orjson.dumps(fields, default=_decimal_text, option=orjson.OPT_UTC_Z)
 
 
 def parse_message(raw: Any, default_type: str | None = None) -> InboundMessage:
