@@ -172,7 +172,7 @@ class StreamService:
             state = self._partitions.get(tp.partition)
             if state is None or state.needs_recovery:
                 continue  # revoked meanwhile, or fetched before its recovery seek
-            records = [SourceRecord(r.offset, r.key, r.value) for r in raw]
+            records: list[SourceRecord] = raw
             if state.next_offset is not None and records[0].offset < state.next_offset:
                 # The fetch position only moves back when the consumer found its offset out
                 # of range: the broker lost its log. These records are a new log.
@@ -288,7 +288,7 @@ class StreamService:
                     return []  # the log restarted below our range
                 if raw.offset > end:
                     return out
-                out.append(SourceRecord(raw.offset, raw.key, raw.value))
+                out.append(raw)
             if out and out[-1].offset >= end:
                 return out
             highwater = consumer.highwater(tp)

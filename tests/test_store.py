@@ -134,3 +134,18 @@ def test_replay_completes_an_insert_that_landed_in_the_table_but_not_its_views(
     finally:
         for name in (view, target, source):
             store.command(f"DROP TABLE IF EXISTS {name}")
+
+
+def test_stored_message_ids_finds_exact_pairs_whatever_their_characters(store: Client) -> None:
+    project = f"p'{uuid.uuid4().hex[:6]}"
+    other = f"q{uuid.uuid4().hex[:6]}"
+    ids = ["a'b", "c\\d", "tab\there", "nl\nx", "ünï", "x\x00y", "{ids:String}",
+           "'); DROP TABLE events; --", " sp "]
+    now = now_utc()
+    store.insert("event_ids", [[project, m, now, "tok"] for m in ids] + [[other, "o1", now, "t2"]],
+                 column_names=["project_id", "message_id", "received_at", "batch_token"])
+    asked = [(project, m) for m in ids] + [(other, "a'b"), (project, "o1"), (other, "o1"),
+                                           (project, "never")]
+    found = queries.stored_message_ids(store, asked, now - timedelta(minutes=1))
+    assert found == {**{(project, m): "tok" for m in ids}, (other, "o1"): "t2"}
+    assert queries.stored_message_ids(store, asked, now + timedelta(seconds=1)) == {}
