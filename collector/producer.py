@@ -11,8 +11,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
-from aiokafka.partitioner import DefaultPartitioner
 
+from collector.partitioner import KeyPartitioner, key_partition
 from tracklane.settings import KafkaConfig
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ class EventProducer:
     def __init__(self, config: KafkaConfig) -> None:
         self._config = config
         self._producer: AIOKafkaProducer | None = None
-        self._partitioner = DefaultPartitioner()
 
     async def start(self) -> None:
         timeout_ms = int(self._config.produce_timeout_s * 1000)
@@ -47,6 +46,7 @@ class EventProducer:
             max_request_size=2 * 1024 * 1024,
             request_timeout_ms=timeout_ms,
             retry_backoff_ms=100,
+            partitioner=KeyPartitioner(),
         )
         await self._producer.start()
 
@@ -91,7 +91,7 @@ class EventProducer:
         partitions = sorted(await producer.partitions_for(topic))
         by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
         for key, value in records:
-            by_partition[self._partitioner(key, partitions, partitions)].append((key, value))
+            by_partition[key_partition(key, partitions)].append((key, value))
         futures: list[asyncio.Future[Any]] = []
         for partition, own in by_partition.items():
             batch = producer.create_batch()

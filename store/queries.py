@@ -117,6 +117,16 @@ def write_progress(
     )
 
 
+def forget_partitions(client: Client, group: str, topic: str, keep: Sequence[int]) -> None:
+    """Drop the progress of partitions the topic no longer has (it was recreated with
+    fewer): their last report would otherwise hold the pipeline's watermark back forever."""
+    client.command(
+        "DELETE FROM stream_progress WHERE consumer_group = %(g)s AND topic = %(t)s "
+        "AND partition NOT IN %(keep)s",
+        parameters={"g": group, "t": topic, "keep": list(keep)},
+    )
+
+
 def read_progress(client: Client, group: str, topic: str) -> list[PartitionProgress]:
     rows = client.query(
         "SELECT partition, argMax(next_offset, updated_at), argMax(highwater, updated_at), "

@@ -93,6 +93,9 @@ class StreamService:
             partitions = await self._topic_partitions(consumer)
             consumer.assign([TopicPartition(self._kafka.topic, p) for p in partitions])
             self.own(partitions)
+            # Owning the whole topic, this process knows which partitions exist.
+            await asyncio.to_thread(queries.forget_partitions, self._client,
+                                    self._config.group_id, self._kafka.topic, partitions)
         else:
             consumer.subscribe([self._kafka.topic], listener=_Rebalance(self))
         log.info("stream started", extra={

@@ -1,19 +1,29 @@
-"""The producer on a real broker: batched and per-record sends put a key in one partition."""
+"""The producer: Kafka's key partitioning, and on a real broker, batched and per-record
+sends put a key in one partition."""
 
 from __future__ import annotations
 
+import random
 import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.partitioner import murmur2 as kafka_murmur2
 
+from collector.partitioner import murmur2
 from collector.producer import EventProducer, ensure_topic
 from tracklane.broker import TansuBroker
 from tracklane.settings import KafkaConfig
 
-pytestmark = pytest.mark.anyio
+
+def test_murmur2_is_kafkas_for_every_length_and_byte() -> None:
+    rng = random.Random(6)
+    keys = [rng.randbytes(n) for n in range(70) for _ in range(20)]
+    keys += [b"\xff" * 13, b"demo:" + uuid.UUID(int=rng.getrandbits(128)).hex.encode()]
+    assert [murmur2(k) for k in keys] == [kafka_murmur2(k) for k in keys]
 
 
+@pytest.mark.anyio
 async def test_batched_and_single_sends_agree_on_partitions(broker: TansuBroker) -> None:
     config = KafkaConfig(broker.bootstrap_servers, f"producer-{uuid.uuid4().hex[:8]}", 4, 5.0)
     await ensure_topic(config)
@@ -23,7 +33,7 @@ async def test_batched_and_single_sends_agree_on_partitions(broker: TansuBroker)
     try:
         await producer.send_records(records)  # one batch per partition
         for record in records[:40]:
-            await producer.send_records([record])  # through aiokafka's own partitioner
+            await producer.send_records([record])  # one by one, through send()
     finally:
         await producer.stop()
 

@@ -149,3 +149,12 @@ def test_stored_message_ids_finds_exact_pairs_whatever_their_characters(store: C
     found = queries.stored_message_ids(store, asked, now - timedelta(minutes=1))
     assert found == {**{(project, m): "tok" for m in ids}, (other, "o1"): "t2"}
     assert queries.stored_message_ids(store, asked, now + timedelta(seconds=1)) == {}
+
+
+def test_progress_of_partitions_the_topic_lost_is_forgotten(store: Client) -> None:
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    now = now_utc()
+    old = [queries.PartitionProgress(p, 10, 10, 0, now - timedelta(days=1)) for p in range(4)]
+    queries.write_progress(store, "g", topic, old, now - timedelta(days=1))
+    queries.forget_partitions(store, "g", topic, [0])
+    assert [p.partition for p in queries.read_progress(store, "g", topic)] == [0]
