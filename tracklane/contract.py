@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
@@ -274,6 +276,9 @@ def _revenue(props: Mapping[str, Any]) -> Decimal:
     return value
 
 
+# A site sends the same few thousand page URLs and referrers over and over: parsing them
+# was a tenth of the collector's time per event.
+@lru_cache(maxsize=8192)
 def _domain(url: str) -> str:
     try:
         host = urlsplit(url).hostname or ""
@@ -282,16 +287,23 @@ def _domain(url: str) -> str:
     return host.removeprefix("www.")
 
 
+@lru_cache(maxsize=8192)
+def _url_parts(url: str) -> tuple[str, Mapping[str, str]]:
+    """A URL's path and query parameters (read-only: the result is shared)."""
+    try:
+        parts = urlsplit(url)
+        return parts.path, MappingProxyType(dict(parse_qsl(parts.query)))
+    except ValueError:
+        return "", MappingProxyType({})
+
+
 def _page_fields(msg: InboundMessage) -> dict[str, str]:
     page = msg.context.page or {}
     props = msg.properties
     url = _text(page.get("url") or props.get("url"))
     path = _text(page.get("path") or props.get("path"))
     if url and not path:
-        try:
-            path = urlsplit(url).path
-        except ValueError:
-            path = ""
+        path = _url_parts(url)[0]
     referrer = _text(page.get("referrer") or props.get("referrer"))
     return {
         "url": url,
@@ -302,13 +314,11 @@ def _page_fields(msg: InboundMessage) -> dict[str, str]:
     }
 
 
+_NO_QUERY: Mapping[str, str] = MappingProxyType({})
+
+
 def _campaign_fields(msg: InboundMessage, url: str) -> dict[str, Any]:
-    query: dict[str, str] = {}
-    if url:
-        try:
-            query = dict(parse_qsl(urlsplit(url).query))
-        except ValueError:
-            query = {}
+    query = _url_parts(url)[1] if url else _NO_QUERY
     campaign = msg.context.campaign or {}
     out = {
         f"utm_{f}": _text(campaign.get(f) or campaign.get("name" if f == "campaign" else f)
