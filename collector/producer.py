@@ -83,8 +83,9 @@ class EventProducer:
     async def _send_batches(
         self, producer: AIOKafkaProducer, records: Sequence[tuple[bytes, bytes]]
     ) -> list[asyncio.Future[Any]]:
-        """One record batch per partition: per-record ``send`` was an eighth of the
-        collector's time per batch event. Partitions are chosen as ``send`` chooses them
+        """One record batch per partition, built here, instead of a ``send`` per record
+        (each of which looks the topic up and makes a future). Partitions are chosen as
+        ``send`` chooses them
         (murmur2 of the key over the sorted partitions), so a spooled copy of an event
         lands where the first copy did."""
         topic = self._config.topic
