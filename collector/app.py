@@ -27,6 +27,12 @@ from collector.alerts_api import alerts_router
 from collector.body import RequestError, declared_length, decode_json, read_body
 from collector.delivery import Delivery, NotAccepted
 from collector.enrich import anonymize_ip, parse_user_agent
+from collector.traffic import (
+    end_user_agent,
+    exclusion_reason,
+    is_browser_request,
+    message_source,
+)
 from collector.fastpath import Handler, IngestRoutes
 from collector.ingest_log import IngestLog
 from collector.limits import InflightLimit, RateLimiter
@@ -295,12 +301,13 @@ class _Ingest:
         received_at = deps.clock()
         request_ip = _client_ip(request, deps.config.trust_forwarded_for)
         request_ua = request.headers.get("user-agent", "")
+        browser = is_browser_request(route, request.headers)
         records: list[tuple[bytes, bytes]] = []
         errors: list[dict[str, Any]] = []
         for index, raw in enumerate(raw_events):
             try:
-                records.append(self._record(raw, single, project, received_at,
-                                                request_ip, request_ua))
+                records.append(self._record(raw, single, project, received_at, route,
+                                            browser, request_ip, request_ua))
             except ContractError as exc:
                 code = "event_too_large" if str(exc).startswith("event: over") else "invalid_event"
                 metrics.rejected.labels(code).inc()
@@ -350,7 +357,7 @@ class _Ingest:
 
     def _record(
         self, raw: Any, single: str | None, project: Project, received_at: datetime,
-        request_ip: str, request_ua: str,
+        route: str, browser: bool, request_ip: str, request_ua: str,
     ) -> tuple[bytes, bytes]:
         """One event's Kafka record; raises ``ContractError``."""
         limit = self._deps.config.max_event_bytes
@@ -365,11 +372,14 @@ class _Ingest:
             raise ContractError(f"type: this route takes {single!r} messages")
         # A server-side library reports its end user's IP and agent in context; a
         # browser sending directly is the end user itself.
+        raw_ip = msg.context.ip or request_ip
         facts = RequestFacts(
             project_id=project.id,
             received_at=received_at,
-            anonymized_ip=anonymize_ip(msg.context.ip or request_ip),
-            user_agent=parse_user_agent(msg.context.userAgent or request_ua),
+            anonymized_ip=anonymize_ip(raw_ip),
+            user_agent=parse_user_agent(end_user_agent(msg, request_ua, browser)),
+            source=message_source(msg, route, browser),
+            excluded=exclusion_reason(project.exclude, msg, raw_ip),
         )
         return envelope_record(envelope_fields(msg, facts, self._deps.config.time_limits))
 

@@ -6,30 +6,48 @@ import ipaddress
 import re
 from functools import lru_cache
 
+import crawleruseragents
 from ua_parser import parse as parse_ua
 
 from tracklane.contract import UserAgentInfo
 
-# Crawlers and automation that ua-parser's device families do not all flag.
-_BOT_PATTERN = re.compile(
-    r"bot\b|bot/|crawl|spider|slurp|headlesschrome|phantomjs|lighthouse|pingdom|"
-    r"uptime|monitor|preview|facebookexternalhit|python-requests|go-http-client|wget",
+# HTTP libraries a shop's backend sends with. The crawler list flags several of them
+# (they are also what scrapers use), but an event a server library sends on its own
+# agent is the shop's backend reporting, never a crawler: the end user's agent, when the
+# backend knows it, arrives in context.userAgent and is judged instead.
+_SERVER_LIBRARY = re.compile(
+    r"^(?:analytics-(?:python|node|ruby|go|java|php|dotnet)|"
+    r"rudder-?(?:sdk|analytics)[\w-]*|segment|python-requests|python-urllib|python-httpx|"
+    r"aiohttp|httpx|go-http-client|okhttp|java(?:-http-client)?|apache-httpclient|"
+    r"guzzlehttp|guzzle|curl|node-fetch|undici|axios|got|ruby|faraday|"
+    r"net-http|dart|restsharp|wget|libwww-perl)(?:[/ ]|$)",
     re.IGNORECASE,
 )
 _MOBILE_OS = {"Android", "iOS", "iPadOS", "Windows Phone", "BlackBerry OS", "KaiOS"}
 
 
+def is_server_library(user_agent: str) -> bool:
+    """True for the agent of an HTTP or analytics library rather than of a person's device."""
+    return bool(_SERVER_LIBRARY.match(user_agent.strip()))
+
+
 @lru_cache(maxsize=4096)
 def parse_user_agent(user_agent: str) -> UserAgentInfo:
-    """Browser, OS, device type and bot flag; cached because a site sees few distinct UAs."""
+    """Browser, OS, device type and bot flag; cached because a site sees few distinct UAs.
+
+    Bots are the crawler-user-agents list's (search engines, AI crawlers, headless
+    browsers, monitors) plus ua-parser's Spider devices; server libraries are never bots.
+    """
     if not user_agent:
         return UserAgentInfo()
-    result = parse_ua(user_agent[:1024])
+    user_agent = user_agent[:1024]
+    result = parse_ua(user_agent)
     ua = result.user_agent
     os_ = result.os
     device = result.device
-    is_bot = bool(_BOT_PATTERN.search(user_agent)) or (
-        device is not None and device.family == "Spider"
+    is_bot = not is_server_library(user_agent) and (
+        crawleruseragents.is_crawler(user_agent)
+        or (device is not None and device.family == "Spider")
     )
     return UserAgentInfo(
         browser=ua.family if ua else "",
@@ -72,12 +90,18 @@ _V6_HOST = (1 << 80) - 1
 # it with ``ipaddress`` was a fifth of the collector's time per batch event.
 @lru_cache(maxsize=65536)
 def _anonymize(raw: str) -> str:
-    try:
-        ip = ipaddress.ip_address(raw)
-    except ValueError:
+    ip = parse_ip(raw)
+    if ip is None:
         return ""
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is None:
             return str(ipaddress.IPv6Address(int(ip) & ~_V6_HOST))
         ip = ip.ipv4_mapped
     return str(ipaddress.IPv4Address(int(ip) & ~_V4_HOST))
+
+
+def parse_ip(raw: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(raw)
+    except ValueError:
+        return None

@@ -26,6 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 ENVELOPE_VERSION = 1
 
 MessageType = Literal["track", "page", "screen", "identify", "group", "alias"]
+# browser: a page sent it (our SDK, analytics.js, a beacon); pixel: the 1x1 GIF; mobile: an
+# app's SDK; server: a backend's library or any other HTTP client.
+Source = Literal["browser", "server", "pixel", "mobile"]
+SOURCES: tuple[Source, ...] = ("browser", "server", "pixel", "mobile")
+# Why an event is stored but not counted: a test message (context.test), an address in the
+# project's internal ranges, or one of its listed internal user or anonymous ids.
+ExclusionReason = Literal["test", "internal_ip", "internal_user"]
 
 # Stored event names for the types that carry no `event` of their own.
 TYPE_EVENT_NAMES: dict[str, str] = {
@@ -159,6 +166,10 @@ class Envelope(BaseModel):
     os_version: str = ""
     device_type: str = ""
     is_bot: bool = False
+    # Where the event was sent from (``Source``), and why it is left out of analytics
+    # (``ExclusionReason``; empty: counted). Both empty on envelopes older than them.
+    source: str = ""
+    excluded: str = ""
     ip: str = ""
     locale: str = ""
     library_name: str = ""
@@ -204,6 +215,8 @@ class RequestFacts:
     received_at: datetime
     anonymized_ip: str
     user_agent: UserAgentInfo
+    source: Source | Literal[""] = ""
+    excluded: ExclusionReason | Literal[""] = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +387,8 @@ def envelope_fields(msg: InboundMessage, facts: RequestFacts, limits: TimeLimits
         "os_version": ua.os_version,
         "device_type": ua.device_type,
         "is_bot": ua.is_bot,
+        "source": facts.source,
+        "excluded": facts.excluded,
         "ip": facts.anonymized_ip,
         "locale": _text(msg.context.locale, 35),
         "library_name": _text(library.get("name"), 100),
@@ -427,7 +442,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
     "click_id", "click_id_type",
     "browser", "browser_version", "os", "os_version", "device_type", "is_bot",
-    "ip", "locale", "library_name", "library_version",
+    "source", "excluded", "ip", "locale", "library_name", "library_version",
     "revenue", "currency", "properties", "traits",
     "kafka_partition", "kafka_offset", "batch_token",
 )
@@ -443,7 +458,8 @@ def envelope_to_row(env: Envelope, partition: int, offset: int, token: str) -> l
         env.utm_source, env.utm_medium, env.utm_campaign, env.utm_term, env.utm_content,
         env.click_id, env.click_id_type,
         env.browser, env.browser_version, env.os, env.os_version, env.device_type,
-        int(env.is_bot), env.ip, env.locale, env.library_name, env.library_version,
+        int(env.is_bot), env.source, env.excluded, env.ip, env.locale, env.library_name,
+        env.library_version,
         env.revenue, env.currency, env.properties, env.traits,
         partition, offset, token,
     ]

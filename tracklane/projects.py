@@ -6,22 +6,70 @@ id = "demo"
 write_keys = ["wk_demo"]      # public: goes into web pages
 read_keys = ["rk_demo"]       # secret: for the read API
 allowed_origins = ["*"]       # CORS for browser sends
+order_events = ["purchase", "Order Completed"]  # the events that are orders
+
+[project.exclude]             # internal and test traffic: stored, never counted
+ips = ["10.0.0.0/8", "203.0.113.7/32"]   # raw client address, before anonymizing
+user_ids = ["qa@shop.example"]
+anonymous_ids = []
+test_events = true            # a message with context.test = true is a test
 ```
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, IPvAnyNetwork, PrivateAttr, ValidationError
+
+# Segment's e-commerce spec names an order "Order Completed"; our SDK's docs say "purchase".
+DEFAULT_ORDER_EVENTS = ("purchase", "Order Completed")
 
 
 class ProjectsFileError(ValueError):
     """The projects file is missing, unreadable or malformed."""
+
+
+class Exclusions(BaseModel):
+    """A project's internal and test traffic: stored with a reason, left out of every count."""
+
+    model_config = {"extra": "forbid"}
+
+    # Checked on the client's raw address, before it is anonymized.
+    ips: list[IPvAnyNetwork] = Field(default_factory=list)
+    user_ids: list[str] = Field(default_factory=list)
+    anonymous_ids: list[str] = Field(default_factory=list)
+    # A message with ``context.test = true`` (a QA run, a staging build) is a test.
+    test_events: bool = True
+
+    _user_ids: frozenset[str] = PrivateAttr(default_factory=frozenset)
+    _anonymous_ids: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Looked up once per event: sets, not lists.
+        self._user_ids = frozenset(self.user_ids)
+        self._anonymous_ids = frozenset(self.anonymous_ids)
+
+    def internal_ip(self, raw_ip: str) -> bool:
+        if not self.ips:
+            return False
+        try:
+            ip = ipaddress.ip_address(raw_ip.strip())
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.ips)
+
+    def internal_id(self, user_id: str | None, anonymous_id: str | None) -> bool:
+        return bool((user_id and user_id in self._user_ids)
+                    or (anonymous_id and anonymous_id in self._anonymous_ids))
 
 
 class Project(BaseModel):
@@ -36,6 +84,10 @@ class Project(BaseModel):
     # events); over it, 429 with Retry-After. Unset: the collector's default, if any.
     rate_limit_events_per_s: float | None = Field(default=None, gt=0)
     rate_limit_burst: float | None = Field(default=None, ge=1)
+    # The events that are orders, for orders, AOV, repurchase and CLV.
+    order_events: list[str] = Field(default_factory=lambda: list(DEFAULT_ORDER_EVENTS),
+                                    min_length=1)
+    exclude: Exclusions = Field(default_factory=Exclusions)
 
     def allows_origin(self, origin: str) -> bool:
         return "*" in self.allowed_origins or origin in self.allowed_origins
