@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from clickhouse_connect.driver.client import Client
 
 from store.analytics_errors import QueryError
+from store.persons import counted_events
 from store.sessions import SESSIONS, session_params
 
 Grain = Literal["minute", "hour", "day"]
@@ -45,6 +46,8 @@ _SESSION_DIMENSIONS = {
 DIMENSIONS = tuple(_PAGE_DIMENSIONS) + tuple(_SESSION_DIMENSIONS)
 FUNNEL_STEPS = (2, 10)
 _TIME_ZONES = frozenset(available_timezones())
+_IN_RANGE = "timestamp >= %(s)s AND timestamp < %(t)s"
+_PAGES_IN_RANGE = _IN_RANGE + " AND type = 'page'"
 
 
 def check_range(start: datetime, end: datetime, limit: timedelta | None = None) -> None:
@@ -79,10 +82,9 @@ def kpis(client: Client, project_id: str, start: datetime, end: datetime,
     """PV, UV, sessions, bounce rate, visit duration, views per visit, revenue, orders, AOV."""
     check_range(start, end)
     events = client.query(
-        "SELECT countIf(type = 'page'), uniq(distinct_id), uniqExact(distinct_id), "
+        "SELECT countIf(type = 'page'), uniq(person), uniqExact(person), "
         "sum(revenue), countIf(event = %(o)s), sumIf(revenue, event = %(o)s) "
-        "FROM events WHERE project_id = %(p)s AND timestamp >= %(s)s AND timestamp < %(t)s "
-        "AND is_bot = 0",
+        f"FROM ({counted_events(_IN_RANGE)})",
         parameters={"p": project_id, "s": start, "t": end, "o": order_event},
     ).result_rows[0]
     sess = client.query(
@@ -140,7 +142,7 @@ def timeseries(client: Client, project_id: str, event: str, start: datetime, end
 class BreakdownRow:
     value: str
     pageviews: int
-    visitors: int  # pages: persons; session dimensions: anonymous ids
+    visitors: int  # persons
     sessions: int  # 0 for pages
     bounce_rate: float  # 0 for pages
 
@@ -153,16 +155,15 @@ def breakdown(client: Client, project_id: str, start: datetime, end: datetime,
         raise QueryError("limit: 1 to 1000")
     if dimension in _PAGE_DIMENSIONS:
         rows = client.query(
-            f"SELECT {_PAGE_DIMENSIONS[dimension]} AS v, count() AS pv, uniqExact(distinct_id), "
-            "0, 0 FROM events WHERE project_id = %(p)s AND timestamp >= %(s)s "
-            "AND timestamp < %(t)s AND is_bot = 0 AND type = 'page' "
+            f"SELECT {_PAGE_DIMENSIONS[dimension]} AS v, count() AS pv, uniqExact(person), "
+            f"0, 0 FROM ({counted_events(_PAGES_IN_RANGE)}) "
             "GROUP BY v ORDER BY pv DESC, v LIMIT %(n)s",
             parameters={"p": project_id, "s": start, "t": end, "n": limit},
         ).result_rows
     elif dimension in _SESSION_DIMENSIONS:
         rows = client.query(
             f"SELECT {_SESSION_DIMENSIONS[dimension]} AS v, sum(pageviews), "
-            "uniqExact(anonymous_id), count() AS n, avg(bounce) "
+            "uniqExact(person), count() AS n, avg(bounce) "
             f"FROM ({SESSIONS}) GROUP BY v ORDER BY n DESC, v LIMIT %(n)s",
             parameters={**session_params(project_id, start, end), "n": limit},
         ).result_rows
@@ -184,8 +185,8 @@ def conversion(client: Client, project_id: str, start: datetime, end: datetime,
     """Share of persons seen in the range who did the goal event in it."""
     check_range(start, end)
     row = client.query(
-        "SELECT uniqExact(distinct_id), uniqExactIf(distinct_id, event = %(g)s) FROM events "
-        "WHERE project_id = %(p)s AND timestamp >= %(s)s AND timestamp < %(t)s AND is_bot = 0",
+        "SELECT uniqExact(person), uniqExactIf(person, event = %(g)s) "
+        f"FROM ({counted_events(_IN_RANGE)})",
         parameters={"p": project_id, "s": start, "t": end, "g": goal},
     ).result_rows[0]
     visitors, converted = int(row[0]), int(row[1])
@@ -229,10 +230,9 @@ def funnel(client: Client, project_id: str, start: datetime, end: datetime,
     params: dict[str, Any] = {f"s{i}": name for i, name in enumerate(steps)}
     rows = client.query(
         f"SELECT segment, level, count() FROM ("
-        f"  SELECT distinct_id, {segment} AS segment, "
+        f"  SELECT person, {segment} AS segment, "
         f"  windowFunnel(%(w)s)(toUInt64(toUnixTimestamp64Milli(timestamp)), {conditions}) "
-        "   AS level FROM events WHERE project_id = %(p)s AND timestamp >= %(s)s "
-        "   AND timestamp < %(t)s AND is_bot = 0 GROUP BY distinct_id"
+        f"   AS level FROM ({counted_events(_IN_RANGE)}) GROUP BY person"
         ") GROUP BY segment, level",
         parameters={**params, "p": project_id, "s": start, "t": end,
                     "w": int(window.total_seconds() * 1000)},

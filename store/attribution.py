@@ -1,11 +1,11 @@
 """Multi-touch attribution: which channels brought the sessions that led to conversions.
 
-A conversion is a non-bot event named ``conversion_event`` in [start, end). Its touches
-are the sessions (see :mod:`store.sessions`; bots left out) of the same ``anonymous_id``
-that started in [conversion time - lookback, conversion time], the converting session
-included. Touches are keyed by the anonymous id, the browser, because people log in
-part-way through their life and their ``distinct_id`` changes then. A conversion without
-any touch gets one ``direct`` touch.
+A conversion is a counted event named ``conversion_event`` in [start, end). Its touches
+are the sessions (see :mod:`store.sessions`; bots and excluded traffic left out) of the
+same person (merged across devices and login, see :mod:`store.persons`) that started in
+[conversion time - lookback, conversion time], the converting session included. A
+conversion without any touch (say, an order a backend confirmed for a person never seen
+browsing) gets one ``direct`` touch.
 
 A touch's channel is ``utm_source/utm_medium`` when the session landed with a UTM source,
 else the referrer domain, else ``direct``. Each conversion's credit (1) and revenue are
@@ -30,6 +30,7 @@ from clickhouse_connect.driver.client import Client
 
 from store.analytics import check_range
 from store.analytics_errors import QueryError
+from store.persons import counted_events
 from store.sessions import SESSIONS, session_params
 
 # Per model, the weights of `touches` (sorted oldest first; n = length(touches)).
@@ -56,13 +57,12 @@ _CHANNEL = """multiIf(
 _ATTRIBUTION = f"""
 WITH
 conversions AS (
-    SELECT message_id, anonymous_id, timestamp AS ts, toFloat64(revenue) AS revenue
-    FROM events
-    WHERE project_id = %(p)s AND event = %(event)s AND is_bot = 0
-      AND timestamp >= %(conv_lo)s AND timestamp < %(conv_hi)s
+    SELECT message_id, person, timestamp AS ts, toFloat64(revenue) AS revenue
+    FROM ({counted_events("event = %(event)s "
+                          "AND timestamp >= %(conv_lo)s AND timestamp < %(conv_hi)s")})
 ),
 touch_sessions AS (
-    SELECT anonymous_id, started_at, {_CHANNEL} AS channel FROM ({SESSIONS})
+    SELECT person, started_at, {_CHANNEL} AS channel FROM ({SESSIONS})
 )
 SELECT channel, sum(weight) AS credit, sum(weight * revenue) AS credited_revenue
 FROM
@@ -82,7 +82,7 @@ FROM
                    dateDiff('millisecond', s.started_at, c.ts) BETWEEN 0 AND %(lookback)s))
                    AS found,
                if(empty(found), [(conv_ts, 'direct')], found) AS touches
-        FROM conversions AS c LEFT JOIN touch_sessions AS s ON s.anonymous_id = c.anonymous_id
+        FROM conversions AS c LEFT JOIN touch_sessions AS s ON s.person = c.person
         GROUP BY conversion
     )
 )

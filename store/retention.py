@@ -1,7 +1,7 @@
 """Cohort retention: of the persons first seen on a day, how many come back N days later.
 
-A person is a ``distinct_id`` (the user id when known, else the anonymous id); bots are
-left out. A person's cohort day is the local date, in the query's time zone, of their
+Persons are merged across their ids (see :mod:`store.persons`); bots and excluded
+traffic are left out. A person's cohort day is the local date, in the query's time zone, of their
 first event ever (or of their first ``cohort_event``), over all time and not just the
 queried range. They are retained on day N when they have a ``return_event`` (any event
 if none is given) on the local date cohort day + N.
@@ -18,6 +18,7 @@ from clickhouse_connect.driver.client import Client
 
 from store.analytics import check_tz
 from store.analytics_errors import QueryError
+from store.persons import counted_events
 
 MAX_DAY = 365
 MAX_COHORTS = 3660  # days in one query: the result has a row per day, zero-filled
@@ -28,29 +29,27 @@ _TZ_MARGIN = timedelta(days=1)
 # Per cohort day in [%(start)s, %(end)s]: its size and, per person, the offsets (0..%(max)s)
 # of the local days with a return event. A person without any return event still counts
 # in the size: the LEFT JOIN gives them the default date 1970-01-01, offset out of range.
-_RETENTION = """
+_RETENTION = f"""
 WITH
 firsts AS (
-    SELECT distinct_id, toDate(min(timestamp), %(tz)s) AS cohort_day
-    FROM events
-    WHERE project_id = %(p)s AND is_bot = 0 AND (%(any_c)s = 1 OR event = %(c)s)
-    GROUP BY distinct_id
+    SELECT person, toDate(min(timestamp), %(tz)s) AS cohort_day
+    FROM ({counted_events("%(any_c)s = 1 OR event = %(c)s")})
+    GROUP BY person
     HAVING cohort_day >= %(start)s AND cohort_day <= %(end)s
 ),
 returns AS (
-    SELECT DISTINCT distinct_id, toDate(timestamp, %(tz)s) AS day
-    FROM events
-    WHERE project_id = %(p)s AND is_bot = 0 AND (%(any_r)s = 1 OR event = %(r)s)
-      AND timestamp >= %(lo)s AND timestamp < %(hi)s
-      AND day >= %(start)s AND day <= %(last)s
+    SELECT DISTINCT person, toDate(timestamp, %(tz)s) AS day
+    FROM ({counted_events("(%(any_r)s = 1 OR event = %(r)s) "
+                          "AND timestamp >= %(lo)s AND timestamp < %(hi)s")})
+    WHERE day >= %(start)s AND day <= %(last)s
 )
 SELECT cohort_day, count() AS size,
        sumForEach(arrayMap(n -> toUInt64(has(offsets, n)), range(%(max)s + 1))) AS retained
 FROM
 (
-    SELECT f.distinct_id AS person, any(f.cohort_day) AS cohort_day,
+    SELECT f.person AS person, any(f.cohort_day) AS cohort_day,
            groupArray(dateDiff('day', f.cohort_day, r.day)) AS offsets
-    FROM firsts AS f LEFT JOIN returns AS r ON r.distinct_id = f.distinct_id
+    FROM firsts AS f LEFT JOIN returns AS r ON r.person = f.person
     GROUP BY person
 )
 GROUP BY cohort_day

@@ -2,17 +2,21 @@
 
 A session is the SDK's session id when the event has one: those are kept incrementally in
 the ``sessions`` table (migration 0009) and read from it. Events without one (server-side
-and pixel) are sessionized at query time by 30 minutes of inactivity per anonymous id,
-from the raw events (:data:`SESSION_EVENTS`). :data:`SESSIONS` is both, one row per
-session, with the same columns.
+pixel, apps) are sessionized at query time by 30 minutes of inactivity per anonymous id
+(a device), from the raw events. :data:`SESSIONS` is both, one row per session, with the
+same columns.
 
-Bots are left out of every session. Persons are ``distinct_id`` (the user id when known,
-else the anonymous id).
+A session is a visit, so events a backend sends (``source = 'server'``) never open or
+extend one: they arrive with no device of their own and would otherwise pool every
+user's orders into one endless session. Bots and excluded traffic are left out of every
+session. Each session's ``person`` follows :mod:`store.persons`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+
+from store.persons import COUNTED, IDENTITY_JOIN, PERSON
 
 SESSION_GAP = timedelta(minutes=30)
 # Sessions that start before a range but reach into it are read from this far back.
@@ -43,20 +47,19 @@ FROM
                    ROWS BETWEEN 1 PRECEDING AND CURRENT ROW),
                timestamp) > %(gap)s * 1000, 1, 0) AS starts
     FROM events
-    WHERE project_id = %(p)s AND timestamp >= %(lo)s AND timestamp < %(hi)s AND is_bot = 0
-          {where}
+    WHERE project_id = %(p)s AND timestamp >= %(lo)s AND timestamp < %(hi)s AND {COUNTED}
+          AND source != 'server' {where}
 )
 """
 
 
-SESSION_EVENTS = _session_events()
 # Only events without an SDK session id: the filter must sit under the window functions,
 # or they would run over every event of the range.
 _UNSESSIONED_EVENTS = _session_events("AND session_id = ''")
 
 
 def session_params(project_id: str, start: datetime, end: datetime) -> dict[str, object]:
-    """Parameters of SESSION_EVENTS and SESSIONS for sessions that start in [start, end)."""
+    """Parameters of SESSIONS for sessions that start in [start, end)."""
     return {"p": project_id, "start": start, "end": end, "lo": start - LOOKBACK,
             "hi": end + LOOKBACK, "gap": int(SESSION_GAP.total_seconds())}
 
@@ -67,12 +70,13 @@ _SESSION_COLUMNS = """
     device_type, browser, os
 """
 
-# One row per non-bot session of project %(p)s that starts in [%(start)s, %(end)s).
+# One row per counted session of project %(p)s that starts in [%(start)s, %(end)s).
 # Bounce: at most one page view and no other interaction (track or screen).
 SESSIONS = f"""
 SELECT session_key, {_SESSION_COLUMNS},
        pageviews <= 1 AND interactions = 0 AS bounce,
-       dateDiff('millisecond', started_at, ended_at) / 1000 AS duration_s
+       dateDiff('millisecond', started_at, ended_at) / 1000 AS duration_s,
+       {PERSON} AS person
 FROM
 (
     SELECT
@@ -102,6 +106,6 @@ FROM
         argMin(device_type, timestamp), argMin(browser, timestamp), argMin(os, timestamp)
     FROM ({_UNSESSIONED_EVENTS})
     GROUP BY session_key
-)
+) AS visits {IDENTITY_JOIN}
 WHERE started_at >= %(start)s AND started_at < %(end)s
 """

@@ -2,27 +2,41 @@
 
 Users arrive over five weeks through planted channels, browse in sessions, walk a funnel
 (page_view -> add_to_cart -> purchase) with planted drop-off, come back on planted days
-and place orders. Most browse with the SDK (a session id on every event); some are
-server-side (no session id: the queries sessionize them by 30 minutes of inactivity). A
-crawler adds bot traffic that every metric must leave out.
+and place orders. Most browse with the SDK (a session id on every event); some send
+without one, like the pixel (the queries sessionize them by 30 minutes of inactivity).
+
+The traffic is shaped the way real shops send it:
+
+- half the buyers who are not yet logged in log in at checkout (an ``identify`` with both
+  ids, mid-session);
+- most logged-in orders are confirmed by the shop's backend instead of the browser: a
+  server library's agent, no ``context.userAgent``, only the user id, and either
+  ``purchase`` with ``total`` or Segment's ``Order Completed`` with ``revenue``;
+- some users come back on a second device and log in there;
+- one browser is shared by two users (no reset between their logins), and another pair
+  shares one with a reset in between;
+- an internal tester (the project's internal address range and user id) and test
+  messages (``context.test``) are stored but never counted, like the crawler's bot traffic.
 
 Every hit carries the facts the pipeline derives (referrer domain, device, browser, OS,
-bot flag) as plain labels, so the tests compute expected answers from these objects in
-plain Python, never from SQL.
+bot flag, exclusion) as plain labels, and :func:`resolve_persons` merges ids into persons
+by the documented rules in plain Python, so the tests compute expected answers from these
+objects, never from SQL.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from collector.enrich import parse_user_agent
+from collector.enrich import anonymize_ip, parse_user_agent
+from collector.traffic import end_user_agent, exclusion_reason, message_source
 from store.queries import insert_events
 from tracklane.contract import (
     RequestFacts,
@@ -31,6 +45,7 @@ from tracklane.contract import (
     envelope_to_row,
     parse_message,
 )
+from tracklane.projects import DEFAULT_ORDER_EVENTS, Exclusions
 
 START = datetime(2026, 9, 1, tzinfo=UTC)
 DAYS = 35
@@ -44,6 +59,7 @@ class Agent:
     browser: str
     os: str
     bot: bool = False
+    server: bool = False  # a backend's HTTP library, not the person's device
 
 
 DESKTOP = Agent("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like "
@@ -53,6 +69,16 @@ PHONE = Agent("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKi
               "mobile", "Mobile Safari", "iOS")
 CRAWLER = Agent("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
                 "bot", "Googlebot", "", bot=True)
+BACKENDS = (Agent("python-requests/2.32.3", "", "", "", server=True),
+            Agent("analytics-node/2.1.0", "", "", "", server=True),
+            Agent("Go-http-client/1.1", "", "", "", server=True))
+
+ORDER_EVENTS = DEFAULT_ORDER_EVENTS
+# The loading project's exclusions, and the same rules written out for the expectations.
+EXCLUSIONS = Exclusions.model_validate(
+    {"ips": ["198.51.100.0/24"], "user_ids": ["qa@shop.example"]})
+OFFICE_IP = "198.51.100.23"
+SHOPPER_IP = "192.0.2.10"
 
 
 @dataclass(frozen=True)
@@ -101,31 +127,55 @@ class Hit:
     channel: Channel  # the touch on this hit's URL/referrer (empty past the landing page)
     agent: Agent
     revenue: Decimal = Decimal(0)
+    revenue_key: str = "revenue"  # Segment's spec also allows "total"
+    ip: str = SHOPPER_IP
+    test: bool = False  # sent with context.test = true
+    previous_id: str = ""  # alias only
+    person: str = ""  # set by resolve_persons
 
     @property
     def distinct_id(self) -> str:
+        """The ids as the event carried them (what the minute rollups count)."""
         return self.user_id or self.anonymous_id
+
+    @property
+    def excluded(self) -> bool:
+        return self.test or self.ip.startswith("198.51.100.") or self.user_id == "qa@shop.example"
+
+    @property
+    def counted(self) -> bool:
+        return not self.agent.bot and not self.excluded
+
+    @property
+    def is_order(self) -> bool:
+        return self.event in ORDER_EVENTS
 
     def message(self) -> dict[str, Any]:
         query = "&".join(f"{k}={v}" for k, v in (
             ("utm_source", self.channel.utm_source), ("utm_medium", self.channel.utm_medium),
             ("utm_campaign", self.channel.utm_campaign)) if v)
         url = f"https://shop.example{self.path}" + (f"?{query}" if query else "")
-        context: dict[str, Any] = {
-            "page": {"url": url, "path": self.path, "referrer": self.channel.referrer},
-            "userAgent": self.agent.ua,
-        }
+        context: dict[str, Any] = {}
+        if not self.agent.server:  # a backend knows neither the page nor the browser
+            context["page"] = {"url": url, "path": self.path, "referrer": self.channel.referrer}
+            context["userAgent"] = self.agent.ua
         if self.session_id:
             context["sessionId"] = self.session_id
+        if self.test:
+            context["test"] = True
         msg: dict[str, Any] = {
-            "type": self.type, "messageId": self.message_id, "anonymousId": self.anonymous_id,
+            "type": self.type, "messageId": self.message_id,
             "timestamp": self.ts.isoformat(), "context": context,
         }
+        if self.anonymous_id:
+            msg["anonymousId"] = self.anonymous_id
         if self.user_id:
             msg["userId"] = self.user_id
+        if self.previous_id:
+            msg["previousId"] = self.previous_id
         if self.type == "track":
             msg["event"] = self.event
-            msg["properties"] = {"revenue": str(self.revenue)} if self.revenue else {}
+            msg["properties"] = {self.revenue_key: str(self.revenue)} if self.revenue else {}
         return msg
 
 
@@ -138,7 +188,31 @@ class Shop:
 
     @property
     def human(self) -> list[Hit]:
-        return [h for h in self.hits if not h.agent.bot]
+        """The hits every metric counts: no bots, no internal or test traffic."""
+        return [h for h in self.hits if h.counted]
+
+
+def resolve_persons(shop: Shop) -> None:
+    """Set every hit's person by the identity rules (see store/persons.py), in plain Python.
+
+    An anonymous id (or an alias's previous id) belongs to the first user, by time then
+    user id, that an event linked it to; an event with a user id is that user's.
+    """
+    first: dict[str, tuple[datetime, str]] = {}
+    for h in shop.hits:
+        if not h.user_id:
+            continue
+        for linked in {h.anonymous_id, h.previous_id if h.type == "alias" else ""}:
+            if linked and linked != h.user_id:
+                link = (h.ts, h.user_id)
+                first[linked] = min(first.get(linked, link), link)
+    shop.hits = [replace(h, person=h.user_id or first.get(h.anonymous_id, (h.ts, ""))[1]
+                         or h.anonymous_id) for h in shop.hits]
+
+
+def session_person(hits: Sequence[Hit]) -> str:
+    """A session's person: its (greatest) user id, else its anonymous id's person."""
+    return max(h.user_id for h in hits) or hits[0].person
 
 
 class _Builder:
@@ -146,34 +220,60 @@ class _Builder:
         self.shop = Shop(project_id)
         self.rng = rng
         self.seq = 0
+        self.orders = 0
 
     def hit(self, **fields: Any) -> None:
         self.seq += 1
         self.shop.hits.append(Hit(message_id=f"{self.shop.project_id}-{self.seq}", **fields))
 
     def visit(self, user: int, start: datetime, channel: Channel, agent: Agent, sdk: bool,
-              user_id: str, visit_no: int) -> None:
-        """One session: pages 30 s to 5 min apart, maybe a cart and an order."""
+              user_id: str, visit_no: int, anon: str = "", ip: str = SHOPPER_IP) -> str:
+        """One session: pages 30 s to 5 min apart, maybe a cart and an order.
+
+        Returns the user id the visitor ends it with: a buyer may log in at checkout
+        and a logged-in buyer's order may come from the shop's backend.
+        """
         rng = self.rng
-        anon = f"a-{user}"
+        anon = anon or f"a-{user}"
         session = f"s-{user}-{visit_no}" if sdk else ""
         ts = start
+        common = {"anonymous_id": anon, "session_id": session, "agent": agent, "ip": ip}
+        if user_id and visit_no and anon != f"a-{user}":
+            # A second device: logged in at once, which links it to the person.
+            self.hit(ts=ts - timedelta(seconds=5), type="identify", event="identify",
+                     user_id=user_id, path="", channel=Channel(), **common)
         pages = rng.choice((1, 1, 2, 3, 4))
         for n in range(pages):
-            self.hit(ts=ts, type="page", event="page_view", anonymous_id=anon, user_id=user_id,
-                     session_id=session, path=rng.choice(PATHS) if n else PATHS[visit_no % 5],
-                     channel=channel if n == 0 else Channel(), agent=agent)
+            self.hit(ts=ts, type="page", event="page_view", user_id=user_id,
+                     path=rng.choice(PATHS) if n else PATHS[visit_no % 5],
+                     channel=channel if n == 0 else Channel(), **common)
             ts += timedelta(seconds=rng.randint(30, 300))
         if pages > 1 and rng.random() < 0.45:
-            self.hit(ts=ts, type="track", event="add_to_cart", anonymous_id=anon,
-                     user_id=user_id, session_id=session, path="/product/kettle",
-                     channel=Channel(), agent=agent)
+            self.hit(ts=ts, type="track", event="add_to_cart", user_id=user_id,
+                     path="/product/kettle", channel=Channel(), **common)
             ts += timedelta(seconds=rng.randint(20, 120))
             if rng.random() < 0.5:
-                self.hit(ts=ts, type="track", event="purchase", anonymous_id=anon,
-                         user_id=user_id, session_id=session, path="/checkout",
-                         channel=Channel(), agent=agent,
-                         revenue=Decimal(rng.choice((19, 49, 99))) + Decimal("0.90"))
+                if not user_id and rng.random() < 0.65:
+                    user_id = f"u-{user}"
+                    self.hit(ts=ts - timedelta(seconds=10), type="identify", event="identify",
+                             user_id=user_id, path="/login", channel=Channel(), **common)
+                revenue = Decimal(rng.choice((19, 49, 99))) + Decimal("0.90")
+                if user_id and rng.random() < 0.5:
+                    self.backend_order(ts + timedelta(seconds=rng.randint(1, 20)), user_id,
+                                       revenue, ip)
+                else:
+                    self.hit(ts=ts, type="track", event="purchase", user_id=user_id,
+                             path="/checkout", channel=Channel(), revenue=revenue, **common)
+        return user_id
+
+    def backend_order(self, ts: datetime, user_id: str, revenue: Decimal, ip: str) -> None:
+        """An order the shop's backend confirms: only the user id, a library's agent."""
+        self.orders += 1
+        segment_spec = self.orders % 2 == 0
+        self.hit(ts=ts, type="track", event="Order Completed" if segment_spec else "purchase",
+                 anonymous_id="", user_id=user_id, session_id="", path="", channel=Channel(),
+                 agent=BACKENDS[self.orders % len(BACKENDS)], revenue=revenue,
+                 revenue_key="revenue" if segment_spec else "total", ip=ip)
 
 
 def generate(project_id: str, users: int = 2000, seed: int = 7) -> Shop:
@@ -196,27 +296,84 @@ def generate(project_id: str, users: int = 2000, seed: int = 7) -> Shop:
             channel = CHANNELS[(user + visit_no * rng.randrange(2)) % len(CHANNELS)]
             if visit_no and rng.random() < 0.3:
                 user_id = f"u-{user}"  # logged in on a later visit
-            b.visit(user, start, channel, agent, sdk, user_id, visit_no)
+            # Every 7th user comes back on their other device once logged in.
+            second_device = bool(user_id) and user % 7 == 3 and visit_no % 2 == 1
+            user_id = b.visit(user, start, channel,
+                              (DESKTOP if agent is PHONE else PHONE) if second_device else agent,
+                              sdk, user_id, visit_no,
+                              anon=f"a-{user}-b" if second_device else "")
+    _shared_browsers(b)
+    _internal_traffic(b)
     for n in range(300):  # a crawler: page views that no metric may count
         b.hit(ts=START + timedelta(hours=n * 2, seconds=17), type="page", event="page_view",
               anonymous_id=f"bot-{n % 7}", user_id="", session_id=f"bot-s-{n}",
               path=PATHS[n % 5], channel=Channel(), agent=CRAWLER)
     b.shop.hits.sort(key=lambda h: h.ts)
+    resolve_persons(b.shop)
     return b.shop
+
+
+def _shared_browsers(b: _Builder) -> None:
+    """Hard identity cases: a shared browser with and without a reset, and an alias.
+
+    No reset: ``u-shared-1`` logs in on ``a-shared``, later ``u-shared-2`` on the same
+    browser; the browser's anonymous events stay ``u-shared-1``'s. With a reset each user
+    logs in on a fresh anonymous id. An alias links ``a-alias``'s earlier browsing to
+    ``u-alias``.
+    """
+    for n, (anon, user) in enumerate((("a-shared", "u-shared-1"), ("a-shared", "u-shared-2"),
+                                      ("a-reset-1", "u-reset-1"), ("a-reset-2", "u-reset-2"),
+                                      ("a-alias", ""))):
+        start = START + timedelta(days=3 + 4 * n, hours=12)
+        common = {"anonymous_id": anon, "session_id": f"shared-s-{n}", "agent": DESKTOP}
+        b.hit(ts=start, type="page", event="page_view", user_id="", path="/",
+              channel=CHANNELS[n % 4], **common)
+        if user:
+            b.hit(ts=start + timedelta(minutes=1), type="identify", event="identify",
+                  user_id=user, path="/login", channel=Channel(), **common)
+        b.hit(ts=start + timedelta(minutes=2), type="track", event="add_to_cart", user_id=user,
+              path="/product/kettle", channel=Channel(), **common)
+        b.hit(ts=start + timedelta(minutes=3), type="track", event="purchase", user_id=user,
+              path="/checkout", channel=Channel(), revenue=Decimal("49.90"), **common)
+    b.hit(ts=START + timedelta(days=DAYS - 2), type="alias", event="alias",
+          anonymous_id="a-alias-new", user_id="u-alias", previous_id="a-alias",
+          session_id="shared-s-alias", path="", channel=Channel(), agent=DESKTOP)
+
+
+def _internal_traffic(b: _Builder) -> None:
+    """An internal tester in the office and a QA run's test messages: stored, not counted."""
+    for day in range(0, DAYS, 3):
+        start = START + timedelta(days=day, hours=10)
+        b.visit(20_000, start, CHANNELS[3], DESKTOP, True, "qa@shop.example" if day % 2 else "",
+                day, anon="qa-anon", ip=OFFICE_IP)
+    for n in range(40):
+        b.hit(ts=START + timedelta(hours=n * 17, minutes=3), type="track",
+              event="purchase" if n % 4 == 0 else "add_to_cart", anonymous_id=f"qa-run-{n}",
+              user_id="", session_id=f"qa-run-s-{n}", path="/checkout", channel=Channel(),
+              agent=DESKTOP, revenue=Decimal(5) if n % 4 == 0 else Decimal(0), test=True)
 
 
 def rows(shop: Shop) -> Iterator[list[Any]]:
     """The hits as stored rows, through the real contract and enrichment."""
     for offset, hit in enumerate(shop.hits):
         msg = parse_message(hit.message())
-        facts = RequestFacts(project_id=shop.project_id, received_at=hit.ts + timedelta(seconds=1),
-                             anonymized_ip="192.0.2.0", user_agent=parse_user_agent(hit.agent.ua))
+        # A backend posts JSON with its library's agent; the rest arrive as a browser's
+        # requests (the SDK's fetch, or the pixel when there is no session id).
+        browser = not hit.agent.server
+        route = "batch" if hit.agent.server or hit.session_id else "pixel"
+        facts = RequestFacts(
+            project_id=shop.project_id, received_at=hit.ts + timedelta(seconds=1),
+            anonymized_ip=anonymize_ip(hit.ip),
+            user_agent=parse_user_agent(end_user_agent(msg, hit.agent.ua, browser)),
+            source=message_source(msg, route, browser),
+            excluded=exclusion_reason(EXCLUSIONS, msg, hit.ip))
         env = build_envelope(msg, facts, TimeLimits(max_past=timedelta(days=3650)))
         yield envelope_to_row(env, 0, offset, shop.project_id)
 
 
 def load(client: Client, shop: Shop, chunk: int = 20_000) -> None:
     """Insert the shop's rows in chunks (the views fill the rollups and sessions)."""
+    resolve_persons(shop)
     batch: list[list[Any]] = []
     for n, row in enumerate(rows(shop)):
         batch.append(row)
@@ -228,10 +385,15 @@ def load(client: Client, shop: Shop, chunk: int = 20_000) -> None:
 
 
 def sessions(hits: Sequence[Hit]) -> dict[str, list[Hit]]:
-    """Independent sessionization: the SDK id, else 30 minutes of inactivity per anonymous id."""
+    """Independent sessionization: the SDK id, else 30 minutes of inactivity per anonymous id.
+
+    A backend's events are no visit and join no session.
+    """
     out: dict[str, list[Hit]] = {}
     last: dict[str, tuple[datetime, str]] = {}
     for hit in sorted(hits, key=lambda h: h.ts):
+        if hit.agent.server:
+            continue
         if hit.session_id:
             key = hit.session_id
         else:

@@ -54,7 +54,7 @@ def test_kpis_equal_the_ground_truth(store: Client, shop: Shop,
                                      span: tuple[datetime, datetime]) -> None:
     hits = in_range(shop.human, span)
     sessions = sessions_starting(shop, span)
-    people = {h.distinct_id for h in hits}
+    people = {h.person for h in hits}
     orders = [h for h in hits if h.event == "purchase"]
     got = analytics.kpis(store, PROJECT, *span)
 
@@ -71,8 +71,13 @@ def test_kpis_equal_the_ground_truth(store: Client, shop: Shop,
     assert got.orders == len(orders)
     assert got.aov == (sum((h.revenue for h in orders), Decimal(0)) / len(orders)).quantize(
         Decimal("0.0001"))
-    # The crawler's 300 page views are in the store and counted nowhere.
-    assert len(shop.hits) - len(shop.human) == 300
+    # The crawler's 300 page views, the tester's visits and the test messages are in the
+    # store and counted nowhere.
+    assert sum(h.agent.bot for h in shop.hits) == 300
+    assert sum(h.excluded for h in shop.hits) > 50
+    stored = store.query("SELECT count(), countIf(excluded != '') FROM events "
+                         "WHERE project_id = %(p)s", parameters={"p": PROJECT}).result_rows[0]
+    assert stored == (len(shop.hits), sum(h.excluded for h in shop.hits))
 
 
 def test_page_breakdown(store: Client, shop: Shop) -> None:
@@ -80,7 +85,7 @@ def test_page_breakdown(store: Client, shop: Shop) -> None:
     views = Counter(h.path for h in hits)
     people: dict[str, set[str]] = defaultdict(set)
     for h in hits:
-        people[h.path].add(h.distinct_id)
+        people[h.path].add(h.person)
     got = analytics.breakdown(store, PROJECT, *WEEK, "page")
     assert {r.value: (r.pageviews, r.visitors) for r in got} == {
         path: (n, len(people[path])) for path, n in views.items()}
@@ -111,7 +116,7 @@ def test_session_breakdowns(store: Client, shop: Shop, dimension: str) -> None:
         row = got[value]
         assert row.sessions == len(sessions), value
         assert row.pageviews == sum(len(pages(hs)) for hs in sessions), value
-        assert row.visitors == len({hs[0].anonymous_id for hs in sessions}), value
+        assert row.visitors == len({data.session_person(hs) for hs in sessions}), value
         assert row.bounce_rate == pytest.approx(sum(map(bounced, sessions)) / len(sessions))
 
 
@@ -151,7 +156,7 @@ def expected_funnel(hits: list[Hit], steps: list[str], window: timedelta) -> lis
     """Persons reaching each step: for each start, the earliest next step within the window."""
     by_person: dict[str, list[Hit]] = defaultdict(list)
     for h in hits:
-        by_person[h.distinct_id].append(h)
+        by_person[h.person].append(h)
     reached = [0] * len(steps)
     for person_hits in by_person.values():
         best = 0
@@ -189,16 +194,16 @@ def test_funnel_broken_down_by_device(store: Client, shop: Shop) -> None:
         store, PROJECT, *WEEK, steps, timedelta(hours=1), breakdown_by="device")}
     first_device: dict[str, str] = {}
     for h in hits:
-        first_device.setdefault(h.distinct_id, h.agent.device)
+        first_device.setdefault(h.person, h.agent.device)
     for device in ("desktop", "mobile"):
-        mine = [h for h in hits if first_device[h.distinct_id] == device]
+        mine = [h for h in hits if first_device[h.person] == device]
         assert got[device] == expected_funnel(mine, steps, timedelta(hours=1))
 
 
 def test_conversion_rate_for_a_goal(store: Client, shop: Shop) -> None:
     hits = in_range(shop.human, WEEK)
-    people = {h.distinct_id for h in hits}
-    buyers = {h.distinct_id for h in hits if h.event == "purchase"}
+    people = {h.person for h in hits}
+    buyers = {h.person for h in hits if h.event == "purchase"}
     got = analytics.conversion(store, PROJECT, *WEEK, "purchase")
     assert (got.visitors, got.converted) == (len(people), len(buyers))
     assert got.rate == pytest.approx(len(buyers) / len(people))
@@ -225,3 +230,20 @@ def test_bad_parameters_raise_query_errors(store: Client, shop: Shop) -> None:
     [funnel] = analytics.funnel(store, PROJECT, start, end, [evil, "purchase"], timedelta(hours=1))
     assert funnel.steps[0].persons == 0
     assert analytics.kpis(store, PROJECT, start, end).pageviews > 0
+
+
+def test_the_shop_is_shaped_like_real_traffic(shop: Shop) -> None:
+    """The ground truth holds the cases that broke on real traffic, so the tests above see them."""
+    orders = [h for h in shop.human if h.is_order]
+    backend = [h for h in orders if h.agent.server]
+    assert 0.25 < len(backend) / len(orders) < 0.45
+    assert all(h.user_id and not h.anonymous_id for h in backend)
+    assert {h.event for h in backend} == {"purchase", "Order Completed"}
+    buyers = {h.person for h in orders}
+    logins = {h.person for h in shop.human if h.type == "identify" and h.path == "/login"}
+    assert 0.4 < len(logins & buyers) / len(buyers) < 0.6
+    assert len({h.person for h in shop.human if h.anonymous_id.endswith("-b")}) > 20
+    # Merging matters: far fewer persons than the ids events carry.
+    assert len({h.person for h in shop.human}) < 0.8 * len({h.distinct_id for h in shop.human})
+    shared = {h.person for h in shop.human if h.anonymous_id == "a-shared"}
+    assert shared == {"u-shared-1", "u-shared-2"}

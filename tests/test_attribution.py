@@ -40,7 +40,7 @@ def touches(shop: Shop) -> dict[str, list[Touch]]:
     """Every human session as a touch of its browser, from the independent sessionization."""
     out: dict[str, list[Touch]] = {}
     for hits in data.sessions(shop.human).values():
-        out.setdefault(hits[0].anonymous_id, []).append((hits[0].ts, hits[0].channel.name))
+        out.setdefault(data.session_person(hits), []).append((hits[0].ts, hits[0].channel.name))
     return out
 
 
@@ -68,7 +68,7 @@ def conversions(shop: Shop, event: str, span: tuple[datetime, datetime]) -> list
 
 
 def path_of(hit: Hit, touches: dict[str, list[Touch]], lookback: timedelta) -> list[Touch]:
-    found = sorted(t for t in touches.get(hit.anonymous_id, [])
+    found = sorted(t for t in touches.get(hit.person, [])
                    if hit.ts - lookback <= t[0] <= hit.ts)
     return found or [(hit.ts, "direct")]
 
@@ -194,7 +194,8 @@ def test_lookback_is_inclusive_at_both_ends(store: Client, edges: Shop, model: s
     span = (order.ts - DAY, order.ts + DAY)
     edge_touches: dict[str, list[Touch]] = {}
     for hits in data.sessions(edges.hits).values():
-        edge_touches.setdefault(hits[0].anonymous_id, []).append((hits[0].ts, hits[0].channel.name))
+        edge_touches.setdefault(data.session_person(hits), []).append(
+            (hits[0].ts, hits[0].channel.name))
     for lookback, n_touches in ((2 * DAY, 3), (2 * DAY - timedelta(milliseconds=1), 2)):
         assert len(path_of(order, edge_touches, lookback)) == n_touches
         got = attribution(store, edges.project_id, conversion_event="purchase", start=span[0],

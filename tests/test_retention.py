@@ -46,10 +46,10 @@ def expected_cohorts(hits: list[Hit], start: date, end: date, tz: str = "UTC",
     first: dict[str, Hit] = {}
     for hit in hits:  # all time: a person's cohort does not depend on the range
         if cohort_event is None or hit.event == cohort_event:
-            seen = first.get(hit.distinct_id)
+            seen = first.get(hit.person)
             if seen is None or hit.ts < seen.ts:
-                first[hit.distinct_id] = hit
-    returned = {(h.distinct_id, h.ts.astimezone(zone).date()) for h in hits
+                first[hit.person] = hit
+    returned = {(h.person, h.ts.astimezone(zone).date()) for h in hits
                 if return_event is None or h.event == return_event}
     by_day: dict[date, list[str]] = {}
     for person, hit in first.items():
@@ -105,7 +105,7 @@ def test_cohort_days_are_over_all_time(store: Client, shop: Shop) -> None:
     start, end = FIRST + timedelta(days=10), FIRST + timedelta(days=20)
     got = retention(store, PROJECT, start=start, end=end, max_day=14)
     assert as_expected(got) == expected_cohorts(shop.human, start, end, max_day=14)
-    in_range = {h.distinct_id for h in shop.human if start <= h.ts.date() <= end}
+    in_range = {h.person for h in shop.human if start <= h.ts.date() <= end}
     assert sum(c.size for c in got.cohorts) < len(in_range)
 
 
