@@ -129,9 +129,13 @@ async def poll(check: Any, timeout_s: float, message: str, interval_s: float = 0
 @contextlib.asynccontextmanager
 async def running_pipeline(
     settings: Settings, store: Client | None, project: Project | None = None, clock: Any = None,
-    spool: SpoolConfig | None = None, monotonic: Any = None,
+    spool: SpoolConfig | None = None, monotonic: Any = None, others: tuple[Project, ...] = (),
 ) -> AsyncIterator[Pipeline]:
-    """Collector plus producer, and an in-process sink when ``store`` is given."""
+    """Collector plus producer, and an in-process sink when ``store`` is given.
+
+    The collector serves ``project`` and any ``others``; the pipeline's helpers use
+    ``project``'s keys.
+    """
     project = project or new_project()
     metrics = Metrics()
     kafka = settings.kafka()
@@ -143,7 +147,8 @@ async def running_pipeline(
     if store is not None:
         sink = Sink(kafka, settings, store, metrics)
         await sink.start()
-    deps = CollectorDeps(settings.collector(), Projects((project,)), delivery, metrics, store)
+    deps = CollectorDeps(settings.collector(), Projects((project, *others)), delivery, metrics,
+                         store)
     if clock is not None:
         deps = replace(deps, clock=clock)
     if monotonic is not None:

@@ -9,7 +9,7 @@ allowed_origins = ["*"]       # CORS for browser sends
 order_events = ["purchase", "Order Completed"]  # the events that are orders
 
 [project.exclude]             # internal and test traffic: stored, never counted
-ips = ["10.0.0.0/8", "203.0.113.7/32"]   # raw client address, before anonymizing
+ips = ["10.0.0.0/8", "203.0.113.7/32"]   # the end user's raw address (docs/traffic.md)
 user_ids = ["qa@shop.example"]
 anonymous_ids = []
 test_events = true            # a message with context.test = true is a test
@@ -24,9 +24,16 @@ import secrets
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, IPvAnyNetwork, PrivateAttr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+)
 
 # Segment's e-commerce spec names an order "Order Completed"; our SDK's docs say "purchase".
 DEFAULT_ORDER_EVENTS = ("purchase", "Order Completed")
@@ -36,17 +43,39 @@ class ProjectsFileError(ValueError):
     """The projects file is missing, unreadable or malformed."""
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _network(value: Any) -> Network:
+    """One ``ips`` entry; an IPv4-mapped IPv6 range is kept as the IPv4 range it maps."""
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r}: a CIDR range is a string, like \"10.0.0.0/8\"")
+    try:
+        net = ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as exc:
+        # ipaddress says why: "has host bits set", "does not appear to be an IPv4 or IPv6
+        # network". Raised as ValueError, it names the entry in ProjectsFileError.
+        raise ValueError(f"{value!r} is not a CIDR range: {exc}") from None
+    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96:
+        mapped = net.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network((mapped, net.prefixlen - 96))
+    return net
+
+
 class Exclusions(BaseModel):
     """A project's internal and test traffic: stored with a reason, left out of every count."""
 
-    model_config = {"extra": "forbid"}
+    model_config = ConfigDict(extra="forbid")
 
-    # Checked on the client's raw address, before it is anonymized.
-    ips: list[IPvAnyNetwork] = Field(default_factory=list)
+    # CIDR ranges (a bare address is a /32 or /128), checked on the end user's raw
+    # address before it is anonymized.
+    ips: list[Annotated[Network, BeforeValidator(_network)]] = Field(default_factory=list)
     user_ids: list[str] = Field(default_factory=list)
     anonymous_ids: list[str] = Field(default_factory=list)
     # A message with ``context.test = true`` (a QA run, a staging build) is a test.
-    test_events: bool = True
+    # TOML has booleans: a string here ("no") is a mistake, not a value to coerce.
+    test_events: bool = Field(default=True, strict=True)
 
     _user_ids: frozenset[str] = PrivateAttr(default_factory=frozenset)
     _anonymous_ids: frozenset[str] = PrivateAttr(default_factory=frozenset)
@@ -57,7 +86,7 @@ class Exclusions(BaseModel):
         self._anonymous_ids = frozenset(self.anonymous_ids)
 
     def internal_ip(self, raw_ip: str) -> bool:
-        if not self.ips:
+        if not self.ips or not raw_ip:
             return False
         try:
             ip = ipaddress.ip_address(raw_ip.strip())
@@ -65,6 +94,7 @@ class Exclusions(BaseModel):
             return False
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
+        # An address and a network of different versions never match (no TypeError).
         return any(ip in net for net in self.ips)
 
     def internal_id(self, user_id: str | None, anonymous_id: str | None) -> bool:

@@ -24,7 +24,8 @@ GROUP BY project_id, event, minute, is_bot;
 
 DROP VIEW IF EXISTS sessions_mv;
 
--- As in 0009. A server-side event carries no SDK session id, so it never reaches here.
+-- As in 0009. A backend's event joins a session only when it carries the browser's
+-- session id (context.sessionId): then it is part of that visit.
 CREATE MATERIALIZED VIEW IF NOT EXISTS sessions_mv TO sessions AS
 SELECT
     project_id,
