@@ -31,7 +31,7 @@ from clickhouse_connect.driver.client import Client
 from store.analytics import check_range
 from store.analytics_errors import QueryError
 from store.persons import counted_events
-from store.sessions import SESSIONS, session_params
+from store.sessions import PERSON_SESSIONS, session_params
 
 # Per model, the weights of `touches` (sorted oldest first; n = length(touches)).
 _WEIGHTS: dict[str, str] = {
@@ -62,7 +62,7 @@ conversions AS (
                           "AND timestamp >= %(conv_lo)s AND timestamp < %(conv_hi)s")})
 ),
 touch_sessions AS (
-    SELECT person, started_at, {_CHANNEL} AS channel FROM ({SESSIONS})
+    SELECT person, started_at, {_CHANNEL} AS channel FROM ({PERSON_SESSIONS})
 )
 SELECT channel, sum(weight) AS credit, sum(weight * revenue) AS credited_revenue
 FROM

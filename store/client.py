@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -48,6 +48,28 @@ def describe_dsn(dsn: str) -> str:
         netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
         return parts._replace(netloc=netloc).geturl()
     return dsn
+
+
+def dictionary_credentials(dsn: str) -> str:
+    """The ``USER … PASSWORD …`` a dictionary reading this store's own tables needs.
+
+    A ClickHouse server runs a dictionary's source query as the user it names, ``default``
+    without a password when none is given; chDB needs none.
+    """
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("http", "https") or not parts.username:
+        return ""
+    return (f"USER {quote_literal(unquote(parts.username))} "
+            f"PASSWORD {quote_literal(unquote(parts.password or ''))}")
+
+
+def quote_literal(text: str) -> str:
+    """A ClickHouse string literal, for the few statements that take no bound parameters."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def quote_name(name: str) -> str:
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
 def scalar(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> Any:

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING
 
 from clickhouse_connect.driver.client import Client
 
+from store.client import quote_literal
+from store.persons import ensure_identity_map
+
 if TYPE_CHECKING:
     from tracklane.projects import Project
 
@@ -61,8 +64,13 @@ def _has_sql(chunk: str) -> bool:
     return any(line.strip() and not line.strip().startswith("--") for line in chunk.splitlines())
 
 
-def migrate(client: Client, retention: RetentionConfig) -> list[int]:
-    """Apply the migrations not yet recorded; return the versions applied now."""
+def migrate(client: Client, retention: RetentionConfig,
+            identity_credentials: str = "") -> list[int]:
+    """Apply the migrations not yet recorded; return the versions applied now.
+
+    Then apply the retention and (re)create the ``identity_map`` dictionary, whose source
+    needs ``identity_credentials`` on a server with a password (``dictionary_credentials``).
+    """
     client.command(
         "CREATE TABLE IF NOT EXISTS schema_migrations "
         "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
@@ -88,6 +96,8 @@ def migrate(client: Client, retention: RetentionConfig) -> list[int]:
                  extra={"version": migration.version, "migration": migration.name})
         applied.append(migration.version)
     apply_retention(client, retention)
+    ensure_identity_map(client, str(client.command("SELECT currentDatabase()")),
+                        identity_credentials)
     return applied
 
 
@@ -97,16 +107,22 @@ def project_retention(projects: Iterable[Project]) -> dict[str, int]:
 
 
 def apply_retention(client: Client, retention: RetentionConfig) -> None:
+    # Every start runs this: rewriting every part to apply an unchanged TTL would stall
+    # the start and queue ahead of any erasure's mutations. Expired rows go as parts
+    # merge (OPTIMIZE TABLE ... FINAL forces it).
+    lazy = {"materialize_ttl_after_modify": 0}
     client.command(
-        f"ALTER TABLE events MODIFY TTL {_ttl('toDateTime(timestamp)', retention)}"
-    )
+        f"ALTER TABLE events MODIFY TTL {_ttl('toDateTime(timestamp)', retention)}",
+        settings=lazy)
     # Ids are kept a little longer than the window the sink looks back over.
     client.command(
         f"ALTER TABLE event_ids MODIFY TTL toDateTime(received_at) "
-        f"+ INTERVAL {int(retention.dedup_window_hours) + 1} HOUR"
-    )
-    for table, column in (("rollups_minute", "minute"), ("sessions", "day")):
-        client.command(f"ALTER TABLE {table} MODIFY TTL {_ttl(column, retention)}")
+        f"+ INTERVAL {int(retention.dedup_window_hours) + 1} HOUR", settings=lazy)
+    # A link outlives its events by nothing: it goes with the last event that made it.
+    for table, column in (("rollups_minute", "minute"), ("sessions", "day"),
+                          ("identities", "toDateTime(last_linked)")):
+        client.command(f"ALTER TABLE {table} MODIFY TTL {_ttl(column, retention)}",
+                       settings=lazy)
 
 
 _PROJECT_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")
@@ -141,4 +157,4 @@ def _quoted_project(project_id: str) -> str:
     # parameters, so check again and quote.
     if not _PROJECT_ID.fullmatch(project_id):
         raise ValueError(f"retention: invalid project id {project_id!r}")
-    return "'" + project_id.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return quote_literal(project_id)

@@ -9,14 +9,14 @@ same columns.
 A session is a visit, so events a backend sends (``source = 'server'``) never open or
 extend one: they arrive with no device of their own and would otherwise pool every
 user's orders into one endless session. Bots and excluded traffic are left out of every
-session. Each session's ``person`` follows :mod:`store.persons`.
+session. Each session's ``person`` (:data:`PERSON_SESSIONS`) follows :mod:`store.persons`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from store.persons import COUNTED, IDENTITY_JOIN, PERSON
+from store.persons import COUNTED, PERSON, WITH_RECENT
 
 SESSION_GAP = timedelta(minutes=30)
 # Sessions that start before a range but reach into it are read from this far back.
@@ -75,8 +75,7 @@ _SESSION_COLUMNS = """
 SESSIONS = f"""
 SELECT session_key, {_SESSION_COLUMNS},
        pageviews <= 1 AND interactions = 0 AS bounce,
-       dateDiff('millisecond', started_at, ended_at) / 1000 AS duration_s,
-       {PERSON} AS person
+       dateDiff('millisecond', started_at, ended_at) / 1000 AS duration_s
 FROM
 (
     SELECT
@@ -106,6 +105,10 @@ FROM
         argMin(device_type, timestamp), argMin(browser, timestamp), argMin(os, timestamp)
     FROM ({_UNSESSIONED_EVENTS})
     GROUP BY session_key
-) AS visits {IDENTITY_JOIN}
+)
 WHERE started_at >= %(start)s AND started_at < %(end)s
 """
+
+# SESSIONS with each session's ``person`` (see store.persons): for the queries that need
+# it, since resolving persons is a cost the others need not pay.
+PERSON_SESSIONS = f"{WITH_RECENT} SELECT *, {PERSON} AS person FROM ({SESSIONS})"

@@ -36,7 +36,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from collector.enrich import anonymize_ip, parse_user_agent
-from collector.traffic import end_user_agent, exclusion_reason, message_source
+from collector.traffic import end_user_agent, end_user_ip, exclusion_reason, message_source
 from store.queries import insert_events
 from tracklane.contract import (
     RequestFacts,
@@ -140,7 +140,9 @@ class Hit:
 
     @property
     def excluded(self) -> bool:
-        return self.test or self.ip.startswith("198.51.100.") or self.user_id == "qa@shop.example"
+        # A backend's own address is no person's: only a browser's is checked.
+        internal_ip = not self.agent.server and self.ip.startswith("198.51.100.")
+        return self.test or internal_ip or self.user_id == "qa@shop.example"
 
     @property
     def counted(self) -> bool:
@@ -366,7 +368,7 @@ def rows(shop: Shop) -> Iterator[list[Any]]:
             anonymized_ip=anonymize_ip(hit.ip),
             user_agent=parse_user_agent(end_user_agent(msg, hit.agent.ua, browser)),
             source=message_source(msg, route, browser),
-            excluded=exclusion_reason(EXCLUSIONS, msg, hit.ip))
+            excluded=exclusion_reason(EXCLUSIONS, msg, end_user_ip(msg, hit.ip, browser)))
         env = build_envelope(msg, facts, TimeLimits(max_past=timedelta(days=3650)))
         yield envelope_to_row(env, 0, offset, shop.project_id)
 

@@ -9,6 +9,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from store import queries
+from store.client import dictionary_credentials
 from store.migrate import RetentionConfig, available_migrations, migrate
 from tests.pipeline import now_utc, pipeline_settings, poll, running_pipeline
 from tracklane.broker import TansuBroker
@@ -25,6 +26,17 @@ def test_migrations_are_versioned_and_idempotent(store: Client) -> None:
     assert "toDateTime(timestamp) + toIntervalDay(30)" in ddl
     assert "PARTITION BY toYYYYMMDD(timestamp)" in ddl
     migrate(store, RetentionConfig(395, 48))  # back to the session's settings
+    # Every start recreates and loads the identity dictionary the person queries read.
+    assert store.query("SELECT status FROM system.dictionaries "
+                       "WHERE name = 'identity_map'").result_rows == [("LOADED",)]
+
+
+def test_the_identity_dictionary_reads_as_the_dsns_user() -> None:
+    # A server's default user may have a password: the dictionary's source must log in.
+    assert dictionary_credentials("http://tracklane:s3cr%27t%40@ch:8123/default") == (
+        "USER 'tracklane' PASSWORD 's3cr\\'t@'")
+    assert dictionary_credentials("https://ch.example:8443/db") == ""
+    assert dictionary_credentials("chdb:///var/lib/tracklane/store") == ""
 
 
 async def test_stats_are_zero_filled_and_guarded(broker: TansuBroker, store: Client) -> None:

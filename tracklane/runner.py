@@ -25,7 +25,7 @@ from collector.ingest_log import IngestLog
 from collector.producer import EventProducer, ensure_topic
 from collector.server_protocol import with_header_timeout
 from collector.spool import Spool
-from store.client import create_client, describe_dsn
+from store.client import create_client, describe_dsn, dictionary_credentials
 from store.migrate import RetentionConfig, migrate, project_retention
 from stream.consumer import StreamService
 from tracklane.broker import TansuBroker
@@ -84,7 +84,8 @@ def retention(settings: Settings) -> RetentionConfig:
 def open_store(settings: Settings) -> Client:
     """Open the store and bring its schema up to date."""
     client = create_client(settings.resolved_store_dsn())
-    applied = migrate(client, retention(settings))
+    applied = migrate(client, retention(settings),
+                      dictionary_credentials(settings.resolved_store_dsn()))
     log.info("store ready", extra={"dsn": describe_dsn(settings.resolved_store_dsn()),
                                    "migrations_applied": applied})
     return client
@@ -93,7 +94,8 @@ def open_store(settings: Settings) -> Client:
 def run_migrate(settings: Settings) -> list[int]:
     client = create_client(settings.resolved_store_dsn())
     try:
-        return migrate(client, retention(settings))
+        return migrate(client, retention(settings),
+                       dictionary_credentials(settings.resolved_store_dsn()))
     finally:
         client.close()
 

@@ -16,7 +16,10 @@ CREATE TABLE IF NOT EXISTS identities
     anonymous_id  String,
     user_id       AggregateFunction(argMin, String, Tuple(DateTime64(3, 'UTC'), String)),
     first_linked  SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
-    last_linked   SimpleAggregateFunction(max, DateTime64(3, 'UTC'))
+    last_linked   SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
+    -- When the row was written: the queries read links newer than the identity_map
+    -- dictionary's snapshot from the table (see store/persons.py).
+    inserted_at   SimpleAggregateFunction(max, DateTime64(3, 'UTC'))
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (project_id, anonymous_id)
@@ -28,7 +31,8 @@ SELECT
     linked AS anonymous_id,
     argMinState(events.user_id, (timestamp, events.user_id)) AS user_id,
     min(timestamp) AS first_linked,
-    max(timestamp) AS last_linked
+    max(timestamp) AS last_linked,
+    now64(3, 'UTC') AS inserted_at
 FROM events
 ARRAY JOIN arrayDistinct(arrayFilter(x -> x != '' AND x != events.user_id,
            [anonymous_id, if(type = 'alias', previous_id, '')])) AS linked
@@ -43,7 +47,8 @@ SELECT
     linked AS anonymous_id,
     argMinState(events.user_id, (timestamp, events.user_id)) AS user_id,
     min(timestamp) AS first_linked,
-    max(timestamp) AS last_linked
+    max(timestamp) AS last_linked,
+    now64(3, 'UTC') AS inserted_at
 FROM events
 ARRAY JOIN arrayDistinct(arrayFilter(x -> x != '' AND x != events.user_id,
            [anonymous_id, if(type = 'alias', previous_id, '')])) AS linked
