@@ -27,19 +27,21 @@ from collector.alerts_api import alerts_router
 from collector.body import RequestError, declared_length, decode_json, read_body
 from collector.delivery import Delivery, NotAccepted
 from collector.enrich import anonymize_ip, parse_user_agent
-from collector.traffic import (
-    end_user_agent,
-    exclusion_reason,
-    is_browser_request,
-    message_source,
-)
 from collector.fastpath import Handler, IngestRoutes
 from collector.ingest_log import IngestLog
 from collector.limits import InflightLimit, RateLimiter
+from collector.persons_api import persons_router
 from collector.pixel import PIXEL_GIF, pixel_message
 from collector.query_api import query_router
 from collector.read_api import read_router
 from collector.sdk_files import default_sdk_dir, sdk_router
+from collector.traffic import (
+    end_user_agent,
+    end_user_ip,
+    exclusion_reason,
+    is_browser_request,
+    message_source,
+)
 from collector.users_api import users_router
 from tracklane.clock import Clock, utc_now
 from tracklane.contract import (
@@ -178,6 +180,7 @@ def create_app(deps: CollectorDeps) -> FastAPI:
     app.include_router(alerts_router(deps.projects, deps.store, deps.clock))
     app.include_router(query_router(deps.projects, deps.store))
     app.include_router(users_router(deps.projects, deps.store, deps.clock))
+    app.include_router(persons_router(deps.projects, deps.store))
     app.include_router(sdk_router(deps.sdk_dir or default_sdk_dir()))
     return app
 
@@ -379,7 +382,10 @@ class _Ingest:
             anonymized_ip=anonymize_ip(raw_ip),
             user_agent=parse_user_agent(end_user_agent(msg, request_ua, browser)),
             source=message_source(msg, route, browser),
-            excluded=exclusion_reason(project.exclude, msg, raw_ip),
+            # The backend's own address is no person's: a backend inside an excluded
+            # network would otherwise leave out every order it reports.
+            excluded=exclusion_reason(project.exclude, msg,
+                                      end_user_ip(msg, request_ip, browser)),
         )
         return envelope_record(envelope_fields(msg, facts, self._deps.config.time_limits))
 

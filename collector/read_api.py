@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from collector import openapi
 from collector.body import RequestError
 from store import queries
+from tracklane.contract import MAX_ID_LENGTH
 from tracklane.metrics import Metrics
 from tracklane.projects import Project, Projects
 
@@ -61,6 +62,17 @@ def read_project(request: Request, projects: Projects) -> Project:
     if project is None:
         raise RequestError(401, "invalid_read_key", "unknown read key")
     return project
+
+
+def path_id(value: str, name: str, code: str, store: Client | None) -> Client:
+    """Check an id taken from the path (users, persons) and that there is a store to ask."""
+    if not value:
+        raise RequestError(400, code, f"{name}: required")
+    if len(value) > MAX_ID_LENGTH:
+        raise RequestError(400, code, f"{name}: longer than {MAX_ID_LENGTH} characters")
+    if store is None:
+        raise RequestError(503, "store_unavailable", "this collector has no store configured")
+    return store
 
 
 def parse_instant(raw: str | None, name: str) -> datetime:

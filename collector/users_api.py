@@ -1,8 +1,9 @@
 """The erasure API: ``DELETE /v1/users/<user id>``, behind a project's read key.
 
-Erases the user from the key's project only (see :mod:`store.erasure`) and answers when
-it is done. Erasing an id with no events succeeds with zero counts, and is audited too:
-whether a user was ever seen is not revealed by the status.
+Erases the user from the key's project only (see :mod:`store.erasure`): the whole person
+of ``GET /v1/persons/<user id>``, every id of theirs, and the links between those ids in
+``identities``. Answers when it is done. Erasing an id with no events succeeds with zero
+counts, and is audited too: whether a user was ever seen is not revealed by the status.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the dependency's types.
@@ -17,10 +18,9 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from collector.body import RequestError
-from collector.read_api import read_project
+from collector.read_api import path_id, read_project
 from store.erasure import erase_user
 from tracklane.clock import Clock
-from tracklane.contract import MAX_ID_LENGTH
 from tracklane.projects import Project, Projects
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,8 @@ class ErasureDone(BaseModel):
     erasure_id: str = Field(description="the audit row's id (a UUID)")
     events_deleted: int = Field(ge=0, description="raw events deleted")
     anonymous_ids_erased: int = Field(
-        ge=0, description="anonymous ids linked to the user whose anonymous events went too")
+        ge=0, description="anonymous ids first linked to the user (devices, browsers, "
+                          "alias previous ids), whose anonymous events went too")
     days_rebuilt: int = Field(ge=0, description="days whose aggregates were rebuilt")
     minutes_rebuilt: int = Field(ge=0, description="minutes of rollups rebuilt")
     sessions_rebuilt: int = Field(ge=0, description="(day, session) rows rebuilt")
@@ -88,17 +89,11 @@ def users_router(projects: Projects, store: Client | None, clock: Clock) -> APIR
     # empty one, for a 400 rather than a 404.
     @router.delete("/{user_id:path}", response_model=ErasureDone, responses=_RESPONSES)
     async def erase(caller: Annotated[Caller, Depends(auth)], user_id: str) -> dict[str, Any]:
-        """Erase a user's events, linked anonymous events and aggregate contributions."""
-        if not user_id:
-            raise RequestError(400, "invalid_user_id", "user_id: required")
-        if len(user_id) > MAX_ID_LENGTH:
-            raise RequestError(400, "invalid_user_id",
-                               f"user_id: longer than {MAX_ID_LENGTH} characters")
-        if store is None:
-            raise RequestError(503, "store_unavailable", "this collector has no store configured")
+        """Erase a user's events, their anonymous ids' events, links and aggregate shares."""
+        client = path_id(user_id, "user_id", "invalid_user_id", store)
         try:
             done = await asyncio.to_thread(
-                erase_user, store, caller.project.id, user_id,
+                erase_user, client, caller.project.id, user_id,
                 requested_by=caller.key_fingerprint, requested_at=clock())
         except Exception:
             log.exception("erasure failed", extra={"project": caller.project.id})

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import httpx
 import pytest
@@ -30,6 +30,7 @@ from tests.analytics_data import CRAWLER, DESKTOP, PHONE, Agent
 from tests.pipeline import pipeline_settings
 from tracklane.contract import (
     TYPE_EVENT_NAMES,
+    ExclusionReason,
     RequestFacts,
     TimeLimits,
     build_envelope,
@@ -62,6 +63,9 @@ class Ev:
     revenue: Decimal = Decimal(0)
     previous_id: str = ""
     agent: Agent = DESKTOP
+    currency: str = ""  # track with revenue only
+    traits: dict[str, Any] | None = None  # identify only
+    excluded: ExclusionReason | Literal[""] = ""  # as the collector judges it
     message_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
@@ -90,6 +94,10 @@ class Ev:
         if self.type == "track":
             msg["event"] = self.event
             msg["properties"] = {"revenue": str(self.revenue)} if self.revenue else {}
+            if self.currency:
+                msg["properties"]["currency"] = self.currency
+        if self.traits is not None:
+            msg["traits"] = self.traits
         return msg
 
 
@@ -97,7 +105,8 @@ def load(client: Client, project_id: str, events: Sequence[Ev]) -> None:
     rows = []
     for offset, ev in enumerate(events):
         facts = RequestFacts(project_id=project_id, received_at=ev.ts + timedelta(seconds=1),
-                             anonymized_ip="192.0.2.0", user_agent=parse_user_agent(ev.agent.ua))
+                             anonymized_ip="192.0.2.0", user_agent=parse_user_agent(ev.agent.ua),
+                             excluded=ev.excluded)
         env = build_envelope(parse_message(ev.message()), facts,
                              TimeLimits(max_past=timedelta(days=3650)))
         rows.append(envelope_to_row(env, 0, offset, project_id))
@@ -150,13 +159,25 @@ def shop_events() -> list[Ev]:
     ]
 
 
+def expected_links(events: Iterable[Ev]) -> dict[str, str]:
+    """Per anonymous id (and alias previous id), the user it was first linked to, by event
+    time and then user id: what ``identities`` says, restated."""
+    links: dict[str, str] = {}
+    for e in sorted((e for e in events if e.user_id), key=lambda e: (e.ts, e.user_id)):
+        for linked in (e.anonymous_id, e.previous_id if e.type == "alias" else ""):
+            if linked and linked != e.user_id:
+                links.setdefault(linked, e.user_id)
+    return links
+
+
 def erased(events: Iterable[Ev], user: str) -> list[Ev]:
-    """The rule of the erasure API, restated: the user's events, alias rows naming them,
-    and the anonymous events of the anonymous ids their own events carry."""
+    """The rule of the erasure API, restated: every event naming the user's id (as user id,
+    anonymous id or alias previous id), and the anonymous events of the anonymous ids
+    first linked to them."""
     events = list(events)
-    linked = {e.anonymous_id for e in events if e.user_id == user and e.anonymous_id}
-    return [e for e in events if e.user_id == user or e.previous_id == user
-            or (not e.user_id and e.anonymous_id in linked)]
+    owned = {a for a, u in expected_links(events).items() if u == user}
+    return [e for e in events if user in (e.user_id, e.previous_id, e.anonymous_id)
+            or (not e.user_id and e.anonymous_id in owned)]
 
 
 # Expected aggregates, from the events, in plain Python.
@@ -212,6 +233,12 @@ def stored_sessions(store: Client, project_id: str) -> dict[tuple[date, str], tu
             for d, s, n, pv, i, lo, hi, u, r, entry, exit_ in rows}
 
 
+def stored_links(store: Client, project_id: str) -> dict[str, str]:
+    return {str(a): str(u) for a, u in store.query(
+        "SELECT anonymous_id, argMinMerge(user_id) FROM identities WHERE project_id = %(p)s "
+        "GROUP BY anonymous_id", parameters={"p": project_id}).result_rows}
+
+
 def stored_ids(store: Client, project_id: str) -> set[str]:
     return {str(r[0]) for r in store.query(
         "SELECT message_id FROM events WHERE project_id = %(p)s",
@@ -252,6 +279,7 @@ def world(store: Client) -> World:
     for project, evs in ((shop, shop_evs), (other, other_evs)):
         assert stored_rollups(store, project.id) == expected_rollups(evs)
         assert stored_sessions(store, project.id) == expected_sessions(evs)
+        assert stored_links(store, project.id) == expected_links(evs)
     return World(shop, other, shop_evs, other_evs)
 
 
@@ -337,6 +365,8 @@ async def test_erasure_removes_the_user_and_their_share_of_every_aggregate(
     assert stored_ids(store, other.id) == {e.message_id for e in other_left}
     assert stored_rollups(store, other.id) == expected_rollups(other_left)
     assert stored_sessions(store, other.id) == expected_sessions(other_left)
+    assert stored_links(store, other.id) == expected_links(other_left) == {"o-anon-2": "zoe"}
+    assert stored_links(store, shop.id) == expected_links(world.shop_events)
     assert stored_ids(store, shop.id) == {e.message_id for e in world.shop_events}
     assert stored_rollups(store, shop.id) == before_rollups
     assert stored_sessions(store, shop.id) == before_sessions
@@ -374,6 +404,14 @@ async def test_erasure_removes_the_user_and_their_share_of_every_aggregate(
     rollups = stored_rollups(store, shop.id)
     assert rollups == expected_rollups(left)
     assert stored_sessions(store, shop.id) == expected_sessions(left)
+    # Her links are gone, the alias's row keyed by her id too; the shared browser, first
+    # hers, now belongs to Dave, whose events on it remain.
+    assert stored_links(store, shop.id) == expected_links(left) == {
+        "anon-bob": "bob", "anon-shared": "dave", "anon-erin": "erin"}
+    assert store.query(
+        "SELECT count() FROM identities WHERE project_id = %(p)s AND (anonymous_id IN "
+        "('alice', 'anon-alice-1', 'anon-alice-2') OR finalizeAggregation(user_id) = 'alice')",
+        parameters={"p": shop.id}).result_rows[0][0] == 0
     # Spelled out for the shared minutes: Bob, Carol and the crawler are still counted.
     first = at(0, 10, 0, 0)
     assert rollups[("page_view", first, 0)] == (2, 2, Decimal(0))  # Bob and Carol
@@ -450,6 +488,55 @@ async def test_a_failed_erasure_is_retried_safely(
     assert stored_ids(store, project.id) == {e.message_id for e in left}
     assert stored_rollups(store, project.id) == expected_rollups(left)
     assert stored_sessions(store, project.id) == expected_sessions(left)
+
+
+@pytest.mark.parametrize("failing_step", [
+    "ALTER TABLE identities DELETE", "INSERT INTO identities", "ALTER TABLE events DELETE"])
+async def test_a_retry_after_the_links_were_rebuilt_still_erases_what_was_theirs(
+    store: Client, monkeypatch: pytest.MonkeyPatch, failing_step: str,
+) -> None:
+    """A shared browser, first u1's: a failed attempt to erase u1 may already have rebuilt
+    its ``identities`` row (now u2's) or dropped it. The retry still finds the browser
+    u1's, from u1's events that are still there, and erases its anonymous events."""
+    project = new_project("erase_retry_links")
+    events = [
+        Ev(at(0, 9, 0, 0), "page", "shared", session_id="s-1"),
+        Ev(at(0, 9, 1, 0), "identify", "shared", "u1", session_id="s-1"),
+        Ev(at(0, 9, 2, 0), "page", "shared", session_id="s-1", path="/cart"),
+        Ev(at(0, 9, 5, 0), "identify", "shared", "u2", session_id="s-2"),
+        Ev(at(0, 9, 6, 0), "page", "shared", "u2", session_id="s-2"),
+    ]
+    load(store, project.id, events)
+    deps = CollectorDeps(pipeline_settings("127.0.0.1:9").collector(), Projects((project,)),
+                         cast(Delivery, None), Metrics(), store)
+    transport = httpx.ASGITransport(app=create_app(deps))
+    command = store.command
+
+    def failing(sql: str, *args: Any, **kwargs: Any) -> Any:
+        if sql.startswith(failing_step):
+            raise RuntimeError("the store went away")
+        return command(sql, *args, **kwargs)
+
+    async with httpx.AsyncClient(transport=transport, base_url="http://c") as http:
+        monkeypatch.setattr(store, "command", failing)
+        response = await http.delete("/v1/users/u1", headers=bearer(project.read_keys[0]))
+        assert response.status_code == 503
+        monkeypatch.undo()
+        assert stored_ids(store, project.id) == {e.message_id for e in events}
+        assert stored_links(store, project.id) == {
+            "ALTER TABLE identities DELETE": {"shared": "u1"},
+            "INSERT INTO identities": {},
+            "ALTER TABLE events DELETE": {"shared": "u2"},
+        }[failing_step]
+        response = await http.delete("/v1/users/u1", headers=bearer(project.read_keys[0]))
+        assert response.status_code == 200, response.text
+        assert (response.json()["events_deleted"], response.json()["anonymous_ids_erased"]) == (
+            3, 1)
+    left = events[3:]
+    assert stored_ids(store, project.id) == {e.message_id for e in left}
+    assert stored_rollups(store, project.id) == expected_rollups(left)
+    assert stored_sessions(store, project.id) == expected_sessions(left)
+    assert stored_links(store, project.id) == expected_links(left) == {"shared": "u2"}
 
 
 # Per-project retention.
