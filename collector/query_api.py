@@ -2,7 +2,9 @@
 
 Bodies are validated by the pydantic models below (also the OpenAPI schema at
 ``/openapi.json``); a bad parameter is a 400 naming it. Ranges are limited to
-:data:`MAX_RANGE`.
+:data:`MAX_RANGE`. The commerce answers (``kpis``, ``customers``) are the models of
+:mod:`collector.query_answers`. Orders are the authenticated project's ``order_events``
+unless the body names others.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the local Authed alias as a type.
@@ -19,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from collector import openapi
 from collector.body import RequestError
+from collector.query_answers import CustomersAnswer, KpisAnswer
 from collector.read_api import check_year, read_project, to_utc
-from store import analytics, attribution, retention
+from store import analytics, attribution, customers, retention
 from store.analytics_errors import QueryError
 from tracklane.projects import Project, Projects
 
@@ -48,9 +51,34 @@ class _Query(BaseModel):
         return self
 
 
-class KpisQuery(_Query):
-    order_event: str = Field("purchase", max_length=200,
-                             description="the event that counts as an order")
+EventName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class _Orders(_Query):
+    order_events: list[EventName] | None = Field(
+        None, min_length=1, max_length=analytics.MAX_ORDER_EVENTS,
+        description="the events that count as orders; default the project's order_events")
+
+    def orders(self, project: Project) -> list[str]:
+        return self.order_events or list(project.order_events)
+
+
+class KpisQuery(_Orders):
+    order_event: str | None = Field(
+        None, max_length=200, json_schema_extra={"deprecated": True},
+        description="deprecated: one order event, as order_events with one name")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "KpisQuery":
+        if self.order_event is not None:
+            if self.order_events is not None:
+                raise ValueError("order_event: deprecated; give order_events only")
+            self.order_events = [self.order_event]
+        return self
+
+
+class CustomersQuery(_Orders):
+    tz: str = Field("UTC", description="IANA time zone of the CLV cohort months")
 
 
 class TimeseriesQuery(_Query):
@@ -129,11 +157,22 @@ def query_router(projects: Projects, store: Client | None) -> APIRouter:
         except QueryError as exc:
             raise RequestError(400, "invalid_query", str(exc)) from None
 
-    @router.post("/kpis")
-    async def kpis(project: Authed, q: KpisQuery) -> dict[str, Any]:
-        """PV, UV (approximate and exact), sessions, bounce rate, visit duration, revenue."""
-        got = await run(project, lambda c, p: analytics.kpis(c, p, q.start, q.end, q.order_event))
-        return _json(asdict(got))
+    @router.post("/kpis", response_model=KpisAnswer)
+    async def kpis(project: Authed, q: KpisQuery) -> KpisAnswer:
+        """PV, UV (approximate and exact), sessions, bounce rate, visit duration, and the
+        orders with their revenue and AOV per currency."""
+        events = q.orders(project)
+        got = await run(project, lambda c, p: analytics.kpis(c, p, q.start, q.end, events))
+        return KpisAnswer.of(got, events)
+
+    @router.post("/customers", response_model=CustomersAnswer)
+    async def customers_(project: Authed, q: CustomersQuery) -> CustomersAnswer:
+        """Repurchase rate, customer lifetime value (per currency and first-order month),
+        new and returning visitors, and the median time from first visit to first order."""
+        events = q.orders(project)
+        got = await run(project, lambda c, p: customers.customers(
+            c, p, q.start, q.end, events, q.tz))
+        return CustomersAnswer.of(got, events, q.tz)
 
     @router.post("/timeseries")
     async def timeseries(project: Authed, q: TimeseriesQuery) -> dict[str, Any]:

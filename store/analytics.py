@@ -1,8 +1,10 @@
 """Traffic analytics: KPIs, breakdowns, time series and funnels.
 
 Every statement is fixed text with bound parameters; user input only picks from the
-allow-lists below or fills a parameter. Bots are left out everywhere. A person is a
-``distinct_id`` (the user id when known, else the anonymous id).
+allow-lists below or fills a parameter. Bots and excluded traffic are left out
+everywhere. A person is anonymous ids merged with their user id (:mod:`store.persons`);
+the time series' unique users are the rollups' ``distinct_id``. Orders are the events named
+in ``order_events``; their revenue is never added across currencies (docs/commerce.md).
 
 Which table answers what:
 
@@ -14,6 +16,7 @@ Which table answers what:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -23,8 +26,9 @@ from zoneinfo import ZoneInfo, available_timezones
 from clickhouse_connect.driver.client import Client
 
 from store.analytics_errors import QueryError
-from store.persons import counted_events
-from store.sessions import SESSIONS, session_params
+from store.persons import COUNTED, counted_events
+from store.sessions import PERSON_SESSIONS, SESSIONS, session_params
+from tracklane.projects import DEFAULT_ORDER_EVENTS
 
 Grain = Literal["minute", "hour", "day"]
 _GRAINS: dict[str, str] = {
@@ -37,13 +41,15 @@ MAX_POINTS = 50_000
 
 # breakdown dimension -> (source, grouping expression)
 _PAGE_DIMENSIONS = {"page": "path"}
+# Over every counted event, not pages only: a backend's orders have no page views.
+_EVENT_DIMENSIONS = {"source": "source"}
 _SESSION_DIMENSIONS = {
     "entry_page": "entry_path", "exit_page": "exit_path",
     "referrer_domain": "referrer_domain", "utm_source": "utm_source",
     "utm_medium": "utm_medium", "utm_campaign": "utm_campaign",
     "device": "device_type", "browser": "browser", "os": "os",
 }
-DIMENSIONS = tuple(_PAGE_DIMENSIONS) + tuple(_SESSION_DIMENSIONS)
+DIMENSIONS = tuple(_PAGE_DIMENSIONS) + tuple(_EVENT_DIMENSIONS) + tuple(_SESSION_DIMENSIONS)
 FUNNEL_STEPS = (2, 10)
 _TIME_ZONES = frozenset(available_timezones())
 _IN_RANGE = "timestamp >= %(s)s AND timestamp < %(t)s"
@@ -63,6 +69,27 @@ def check_tz(tz: str) -> str:
     return tz
 
 
+# Most order event names one query takes.
+MAX_ORDER_EVENTS = 20
+
+
+def check_order_events(order_events: Sequence[str]) -> list[str]:
+    names = list(order_events)
+    if not 1 <= len(names) <= MAX_ORDER_EVENTS:
+        raise QueryError(f"order_events: 1 to {MAX_ORDER_EVENTS} event names")
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class CurrencyRevenue:
+    """The orders of one currency ('' for orders sent without one, or without revenue)."""
+
+    currency: str
+    orders: int
+    revenue: Decimal
+    aov: Decimal  # revenue / orders, to 4 decimals
+
+
 @dataclass(frozen=True, slots=True)
 class Kpis:
     pageviews: int
@@ -72,36 +99,59 @@ class Kpis:
     bounce_rate: float
     avg_duration_s: float
     views_per_visit: float
-    revenue: Decimal
-    orders: int
-    aov: Decimal
+    orders: int  # every order event, whatever its currency
+    # Revenue is never summed across currencies: the top-level figures are only given when
+    # every order is in one currency bucket (revenue 0 and aov None without orders).
+    currency: str | None
+    revenue: Decimal | None
+    aov: Decimal | None
+    currencies: list[CurrencyRevenue]  # by currency code; '' sorts first
 
 
 def kpis(client: Client, project_id: str, start: datetime, end: datetime,
-         order_event: str = "purchase") -> Kpis:
-    """PV, UV, sessions, bounce rate, visit duration, views per visit, revenue, orders, AOV."""
+         order_events: Sequence[str] = DEFAULT_ORDER_EVENTS) -> Kpis:
+    """PV, UV, sessions, bounce rate, visit duration, views per visit, orders, revenue, AOV.
+
+    An order is a counted event named one of ``order_events``; revenue and AOV are the
+    orders' own revenue, per currency.
+    """
     check_range(start, end)
+    params = {"p": project_id, "s": start, "t": end, "o": check_order_events(order_events)}
     events = client.query(
-        "SELECT countIf(type = 'page'), uniq(person), uniqExact(person), "
-        "sum(revenue), countIf(event = %(o)s), sumIf(revenue, event = %(o)s) "
-        f"FROM ({counted_events(_IN_RANGE)})",
-        parameters={"p": project_id, "s": start, "t": end, "o": order_event},
+        "SELECT countIf(type = 'page'), uniq(person), uniqExact(person) "
+        f"FROM ({counted_events(_IN_RANGE)})", parameters=params,
     ).result_rows[0]
+    by_currency = client.query(
+        # No persons here: resolving them is the costly part of the other query.
+        "SELECT currency, count(), sum(revenue) FROM events WHERE project_id = %(p)s "
+        f"AND {COUNTED} AND {_IN_RANGE} AND event IN %(o)s "
+        "GROUP BY currency ORDER BY currency", parameters=params,
+    ).result_rows
     sess = client.query(
         f"SELECT count(), countIf(bounce), avg(duration_s), sum(pageviews) FROM ({SESSIONS})",
         parameters=session_params(project_id, start, end),
     ).result_rows[0]
     n_sessions = int(sess[0])
-    orders = int(events[4])
+    currencies = [CurrencyRevenue(str(c), int(n), Decimal(r), per(Decimal(r), int(n)))
+                  for c, n, r in by_currency]
+    one = currencies[0] if len(currencies) == 1 else None
     return Kpis(
         pageviews=int(events[0]), visitors=int(events[1]), visitors_exact=int(events[2]),
         sessions=n_sessions,
         bounce_rate=int(sess[1]) / n_sessions if n_sessions else 0.0,
         avg_duration_s=float(sess[2]) if n_sessions else 0.0,
         views_per_visit=int(sess[3]) / n_sessions if n_sessions else 0.0,
-        revenue=Decimal(events[3]), orders=orders,
-        aov=(Decimal(events[5]) / orders).quantize(Decimal("0.0001")) if orders else Decimal(0),
+        orders=sum(c.orders for c in currencies),
+        currency=one.currency if one else None,
+        revenue=one.revenue if one else (Decimal(0) if not currencies else None),
+        aov=one.aov if one else None,
+        currencies=currencies,
     )
+
+
+def per(amount: Decimal, count: int) -> Decimal:
+    """``amount / count`` to 4 decimals (half to even), as AOV and CLV are given; 0 for 0."""
+    return (amount / count).quantize(Decimal("0.0001")) if count else Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,13 +193,14 @@ class BreakdownRow:
     value: str
     pageviews: int
     visitors: int  # persons
-    sessions: int  # 0 for pages
-    bounce_rate: float  # 0 for pages
+    sessions: int  # 0 for pages and sources
+    bounce_rate: float  # 0 for pages and sources
 
 
 def breakdown(client: Client, project_id: str, start: datetime, end: datetime,
               dimension: str, limit: int = 100) -> list[BreakdownRow]:
-    """Top values of a dimension: pages by page views, the rest by sessions."""
+    """Top values of a dimension: pages by page views, sources (browser, server, pixel,
+    mobile) by persons, the rest by sessions."""
     check_range(start, end)
     if not 1 <= limit <= 1000:
         raise QueryError("limit: 1 to 1000")
@@ -160,11 +211,18 @@ def breakdown(client: Client, project_id: str, start: datetime, end: datetime,
             "GROUP BY v ORDER BY pv DESC, v LIMIT %(n)s",
             parameters={"p": project_id, "s": start, "t": end, "n": limit},
         ).result_rows
+    elif dimension in _EVENT_DIMENSIONS:
+        rows = client.query(
+            f"SELECT {_EVENT_DIMENSIONS[dimension]} AS v, countIf(type = 'page'), "
+            f"uniqExact(person) AS n, 0, 0 FROM ({counted_events(_IN_RANGE)}) "
+            "GROUP BY v ORDER BY n DESC, v LIMIT %(n)s",
+            parameters={"p": project_id, "s": start, "t": end, "n": limit},
+        ).result_rows
     elif dimension in _SESSION_DIMENSIONS:
         rows = client.query(
             f"SELECT {_SESSION_DIMENSIONS[dimension]} AS v, sum(pageviews), "
             "uniqExact(person), count() AS n, avg(bounce) "
-            f"FROM ({SESSIONS}) GROUP BY v ORDER BY n DESC, v LIMIT %(n)s",
+            f"FROM ({PERSON_SESSIONS}) GROUP BY v ORDER BY n DESC, v LIMIT %(n)s",
             parameters={**session_params(project_id, start, end), "n": limit},
         ).result_rows
     else:

@@ -4,14 +4,16 @@ Grafana and the ClickHouse plugin rewrite a panel's SQL before ClickHouse sees i
 dashboard's variables, then the plugin's macros. ``expand`` does the same for exactly the
 macros the dashboards use (as pkg/macros of grafana/clickhouse-datasource writes them), and
 refuses anything left with a ``$``, so a typo in a dashboard fails here instead of in Grafana.
+A multi-value variable (the KPI dashboard's order events) expands as Grafana's ``sqlstring``
+format writes it: each value quoted, joined by commas.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -24,12 +26,25 @@ from alerts.model import Finding, Verdict, Window
 from alerts.state import Status, Transition, fingerprint
 from store import queries
 from store.alert_queries import ClickHouseAlertStore
-from tests.analytics_data import CRAWLER, DESKTOP, PHONE, Agent, Channel, Hit, Shop, load
+from store.persons import COUNTED, PERSON, WITH_RECENT
+from tests.analytics_data import (
+    CRAWLER,
+    DESKTOP,
+    OFFICE_IP,
+    PHONE,
+    Agent,
+    Channel,
+    Hit,
+    Shop,
+    load,
+)
+from tests.commerce_data import priced
 from tests.pipeline import now_utc
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 PROJECT = "grafana-test"
+SHOP = "grafana-shop"  # orders in two currencies, customers old and new
 GROUP = "grafana-test-sink"
 TOPIC = "grafana-test.events"
 # The panel interval Grafana would pick for a short range; rollups are per minute anyway.
@@ -73,13 +88,20 @@ def dashboard_queries() -> Iterator[Query]:
                 yield Query(path.name, f"annotation {note['name']}", note["target"]["rawSql"])
 
 
-def variable_defaults(board: dict[str, Any]) -> dict[str, str]:
-    """Textbox and custom variables: the value the dashboard opens with."""
-    return {v["name"]: str(v["current"]["value"]) for v in board["templating"]["list"]
-            if v["type"] in ("textbox", "custom")}
+Value = str | list[str]
 
 
-def expand(sql: str, variables: dict[str, str], span: Range) -> str:
+def variable_defaults(board: dict[str, Any]) -> dict[str, Value]:
+    """Textbox and custom variables: the value (or values) the dashboard opens with."""
+    out: dict[str, Value] = {}
+    for v in board["templating"]["list"]:
+        if v["type"] in ("textbox", "custom"):
+            value = v["current"]["value"]
+            out[v["name"]] = [str(x) for x in value] if isinstance(value, list) else str(value)
+    return out
+
+
+def expand(sql: str, variables: Mapping[str, Value], span: Range) -> str:
     start, end = int(span.start.timestamp()), int(span.end.timestamp())
 
     def with_column(match: re.Match[str]) -> str:
@@ -98,10 +120,13 @@ def expand(sql: str, variables: dict[str, str], span: Range) -> str:
     # Grafana substitutes variables first; the plugin then expands its macros.
     def variable(match: re.Match[str]) -> str:
         value = variables[match.group(1) or match.group(3)]
+        values = value if isinstance(value, list) else [value]
         if match.group(2) == "sqlstring":
-            # Grafana's sqlstring format: quoted, with ' doubled.
-            return "'" + value.replace("'", "''") + "'"
+            # Grafana's sqlstring format: each value quoted, with ' doubled, then joined
+            # by commas.
+            return ",".join("'" + v.replace("'", "''") + "'" for v in values)
         assert match.group(2) is None, f"format {match.group(2)} is not expanded by this test"
+        assert isinstance(value, str), "a multi-value variable needs a format"
         return value
 
     out = re.sub(r"\$\{(\w+)(?::(\w+))?\}|\$(?!__)(\w+)", variable, sql)
@@ -161,11 +186,44 @@ def _transitions(base: datetime) -> tuple[list[Transition], str, str]:
     return out, "grafana-firing", "grafana-resolved"
 
 
+OLD = -3 * 86400  # seconds: three days before the base, so before every panel's range
+
+
+def _shop_hits(base: datetime) -> list[Hit]:
+    """Customers old and new, orders in EUR and USD; see test_commerce_panels."""
+    def at(n: int, seconds: int, event: str, **fields: Any) -> Hit:
+        return priced(SHOP, n, seconds, event, at=base, **fields)
+
+    return [
+        at(1, OLD, "page_view", anon="a-ret"),  # a returning visitor, never a customer
+        at(2, 60, "page_view", anon="a-ret"),
+        # c1: browses, logs in, buys; the backend confirms a second order by user id.
+        at(3, 0, "page_view", anon="a-c1"),
+        at(4, 60, "identify", anon="a-c1", user="u-c1"),
+        at(5, 120, "purchase", anon="a-c1", user="u-c1", revenue="10", currency="EUR"),
+        at(6, 600, "Order Completed", user="u-c1", revenue="20", currency="EUR"),
+        # c2: one order in USD, four minutes after arriving.
+        at(7, 300, "page_view", anon="a-c2"),
+        at(8, 540, "Order Completed", anon="a-c2", revenue="42.5", currency="USD"),
+        # c3: a customer since three days ago, back for a second order.
+        at(9, OLD, "page_view", anon="a-c3"),
+        at(10, OLD + 60, "purchase", anon="a-c3", revenue="15", currency="EUR", key="total"),
+        at(11, 700, "page_view", anon="a-c3"),
+        at(12, 760, "purchase", anon="a-c3", revenue="5", currency="EUR"),
+        # Not orders, or not counted: a crawler, the office, a refund request.
+        at(13, 800, "purchase", anon="bot-1", revenue="1000", currency="EUR", bot=True),
+        replace(at(14, 820, "purchase", anon="a-qa", revenue="500", currency="EUR"),
+                ip=OFFICE_IP),
+        at(15, 900, "refund_requested", anon="a-c2", revenue="7", currency="EUR"),
+    ]
+
+
 @pytest.fixture(scope="module")
 def planted(store: Client) -> Planted:
     now = now_utc()
     base = now.replace(second=0, microsecond=0) - timedelta(hours=1)
     load(store, Shop(PROJECT, _hits(base)))
+    load(store, Shop(SHOP, _shop_hits(base)))
     transitions, firing, resolved = _transitions(base)
     ClickHouseAlertStore(store).record_transitions(transitions)
     queries.write_progress(store, GROUP, TOPIC, [
@@ -181,18 +239,20 @@ def planted(store: Client) -> Planted:
     return Planted(span, firing, resolved)
 
 
-def run(store: Client, planted: Planted, dashboard: str, where: str) -> list[tuple[Any, ...]]:
+def run(store: Client, planted: Planted, dashboard: str, where: str,
+        **variables: Value) -> list[tuple[Any, ...]]:
     """The rows of one panel (by title, first target) or variable, as Grafana would ask."""
     matches = [q for q in dashboard_queries()
                if q.dashboard == dashboard and q.where.split(" [")[0] == where]
     assert matches, f"no query {dashboard}: {where}"
-    return _rows(store, planted, matches[0])
+    return _rows(store, planted, matches[0], **variables)
 
 
-def _rows(store: Client, planted: Planted, query: Query) -> list[tuple[Any, ...]]:
+def _rows(store: Client, planted: Planted, query: Query,
+          **overrides: Value) -> list[tuple[Any, ...]]:
     board = load_dashboard(ROOT / "grafana" / "dashboards" / query.dashboard)
     variables = {**variable_defaults(board),
-                 "project": PROJECT, "event": "page_view", "group": GROUP}
+                 "project": PROJECT, "event": "page_view", "group": GROUP, **overrides}
     result = store.query(expand(query.sql, variables, planted.span))
     return [tuple(row) for row in result.result_rows]
 
@@ -237,15 +297,79 @@ def test_kpis_match_the_planted_sessions(store: Client, planted: Planted) -> Non
     assert value("Bounce rate") == pytest.approx(1 / 3)  # s2: one page, nothing else
     assert value("Avg visit duration") == pytest.approx((240 + 0 + 360) / 3)
     assert value("Views per visit") == pytest.approx(5 / 3)
-    assert value("Revenue") == pytest.approx(49.9)
+    # The one order was sent without a currency.
+    assert run(store, planted, "kpis.json", "Revenue") == [("(none)", pytest.approx(49.9))]
     assert value("Orders") == 1
-    assert value("Average order value") == pytest.approx(49.9)
+    assert run(store, planted, "kpis.json", "Average order value") == [
+        ("(none)", pytest.approx(49.9))]
+    assert run(store, planted, "kpis.json", "Median time to first order") == [(240.0, 1)]
+    assert run(store, planted, "kpis.json", "New vs returning visitors") == [(3, 0)]
     referrers = {r[0]: r[1] for r in run(store, planted, "kpis.json", "Referrer domains")}
     assert referrers == {"google.com": 1, "news.example": 1, "(direct)": 1}
     devices = {r[0]: r[1] for r in run(store, planted, "kpis.json", "Devices")}
     assert devices == {"desktop": 2, "mobile": 1}
     pages = {r[0]: r[1] for r in run(store, planted, "kpis.json", "Top pages")}
     assert pages == {"/": 2, "/pricing": 1, "/docs": 1, "/blog/launch": 1}
+
+
+def test_commerce_panels(store: Client, planted: Planted) -> None:
+    """Orders by the order events, per currency, over persons; see _shop_hits."""
+    def rows(title: str, **variables: Value) -> list[tuple[Any, ...]]:
+        return run(store, planted, "kpis.json", title, project=SHOP, **variables)
+
+    assert rows("Orders") == [(4,)]
+    assert rows("Unique visitors") == [(4,)]  # a-ret, u-c1 (two ids), a-c2, a-c3
+    # Never added across currencies.
+    assert rows("Revenue") == [("EUR", 35.0), ("USD", 42.5)]
+    assert rows("Average order value") == [("EUR", pytest.approx(35 / 3)), ("USD", 42.5)]
+    # In range: c1 twice, c2 and c3 once. All time: c3's order three days ago too.
+    assert rows("Repurchase rate") == [(pytest.approx(1 / 3), pytest.approx(2 / 3))]
+    # c1 waited 120 s from the first page (anonymous, merged by the login), c2 240 s; c3's
+    # first order is before the range. Two values: their mean.
+    assert rows("Median time to first order") == [(180.0, 2)]
+    assert rows("New vs returning visitors") == [(2, 2)]
+    assert rows("Customer lifetime value") == [("EUR", 2, 4, 50.0, 25.0),
+                                               ("USD", 1, 1, 42.5, 42.5)]
+    old = (planted.span.start + timedelta(minutes=10, seconds=OLD)).date().replace(day=1)
+    new = (planted.span.start + timedelta(minutes=10)).date().replace(day=1)
+    cohorts = rows("CLV by first-order month")
+    if old == new:
+        assert cohorts == [(new, "EUR", 2, 4, 50.0, 25.0), (new, "USD", 1, 1, 42.5, 42.5)]
+    else:
+        assert cohorts == [(old, "EUR", 1, 2, 20.0, 20.0), (new, "EUR", 1, 2, 30.0, 30.0),
+                           (new, "USD", 1, 1, 42.5, 42.5)]
+    # Another project's order events: one name, or one typed in with a quote.
+    assert rows("Orders", order_events=["Order Completed"]) == [(2,)]
+    assert rows("Revenue", order_events=["Order Completed"]) == [("EUR", 20.0), ("USD", 42.5)]
+    hostile = ["purchase' OR 1=1 OR event = '"]
+    assert rows("Orders", order_events=hostile) == [(0,)]
+    assert rows("Customer lifetime value", order_events=hostile) == []
+
+
+def _flat(sql: str) -> str:
+    return " ".join(sql.split()).replace("( ", "(").replace(" )", ")")
+
+
+def test_kpi_panels_count_as_the_api_does() -> None:
+    """Raw events are read with the counted filter, persons as store/persons.py has them."""
+    persons = _flat(f"{PERSON} AS person FROM events "
+                    f"WHERE project_id = %(p)s AND {COUNTED} AND (").replace(
+                        "%(p)s", "${project:sqlstring}")
+    recent = _flat(WITH_RECENT).replace("%(p)s", "${project:sqlstring}")
+    person_panels = 0
+    for query in dashboard_queries():
+        if query.dashboard not in ("kpis.json", "funnel.json"):
+            continue
+        if "FROM events" in query.sql or "FROM (SELECT" in query.sql:
+            assert COUNTED in query.sql or "FROM sessions" in query.sql, query
+        if "person" in query.sql:
+            person_panels += 1
+            assert persons in _flat(query.sql), query
+            assert recent in _flat(query.sql), query
+            assert "distinct_id" not in query.sql, query
+    assert person_panels == 10  # seven KPI panels, the funnel's three
+    board = load_dashboard(ROOT / "grafana" / "dashboards" / "kpis.json")
+    assert variable_defaults(board)["order_events"] == ["purchase", "Order Completed"]
 
 
 def test_funnel_counts_users_reaching_each_step(store: Client, planted: Planted) -> None:

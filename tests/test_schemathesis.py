@@ -169,8 +169,12 @@ def _good_requests(now: datetime) -> list[tuple[str, dict[str, Any], int]]:
         ("POST /v1/query/attribution", {"body": {**day, "conversion_event": "st_signup",
                                                  "model": "time_decay"}}, 200),
         ("POST /v1/query/kpis", {"body": {"from": day["to"], "to": day["from"]}}, 400),
+        ("POST /v1/query/kpis", {"body": {**day, "order_events": ["st_signup"]}}, 200),
+        ("POST /v1/query/customers", {"body": {**day, "tz": "Asia/Tokyo",
+                                               "order_events": ["st_signup"]}}, 200),
         ("GET /sdk/{name}", {"path_parameters": {"name": "tracklane.min.js"}}, 200),
         ("GET /sdk/{name}", {"path_parameters": {"name": "nope.js"}}, 404),
+        ("GET /v1/persons/{person_id}", {"path_parameters": {"person_id": "st-nobody"}}, 404),
         ("DELETE /v1/users/{user_id}", {"path_parameters": {"user_id": "u-1"}}, 200),
     ]
 
