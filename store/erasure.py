@@ -112,7 +112,7 @@ _CANDIDATE_EVENTS = (
 # is the winner of one of its rows.
 _NAMED_ROWS = (
     "SELECT DISTINCT anonymous_id FROM identities "
-    "WHERE project_id = %(p)s AND finalizeAggregation(user_id) = %(u)s"
+    "WHERE project_id = %(p)s AND first_link.2 = %(u)s"
 )
 
 
@@ -228,11 +228,11 @@ def _owned_anonymous_ids(client: Client, params: dict[str, Any]) -> list[str]:
     links = rebuild_select(client, "identities_mv", _CANDIDATE_EVENTS)
     return [str(r[0]) for r in client.query(
         "SELECT anonymous_id FROM ("
-        "  SELECT anonymous_id, user_id FROM identities "
+        "  SELECT anonymous_id, first_link FROM identities "
         "  WHERE project_id = %(p)s AND anonymous_id IN %(cand)s"
-        f"  UNION ALL SELECT anonymous_id, user_id FROM ({links})"
+        f"  UNION ALL SELECT anonymous_id, first_link FROM ({links})"
         ") WHERE anonymous_id IN %(cand)s "
-        "GROUP BY anonymous_id HAVING argMinMerge(user_id) = %(u)s ORDER BY anonymous_id",
+        "GROUP BY anonymous_id HAVING min(first_link).2 = %(u)s ORDER BY anonymous_id",
         parameters={**params, "cand": candidates}).result_rows]
 
 

@@ -55,7 +55,7 @@ IDENTITY_MAP_LIFETIME = (300, 600)  # seconds: ClickHouse reloads at a random po
 # the user it was first linked to (over all its links, old and new, so a late link that
 # is the first wins over the dictionary's answer).
 RECENT_LINKS = f"""
-SELECT anonymous_id, argMinMerge(user_id) AS linked_user
+SELECT anonymous_id, min(first_link).2 AS linked_user
 FROM identities
 WHERE project_id = %(p)s AND anonymous_id IN (
     SELECT anonymous_id FROM identities
@@ -93,7 +93,7 @@ def ensure_identity_map(client: Client, database: str, credentials: str = "") ->
     picked up by a restart.
     """
     query = (f"SELECT cityHash64(toString(project_id), anonymous_id) AS key, "
-             f"argMinMerge(user_id) AS user_id, cityHash64(user_id) AS user_key "
+             f"min(first_link).2 AS user_id, cityHash64(user_id) AS user_key "
              f"FROM {quote_name(database)}.identities GROUP BY project_id, anonymous_id")
     lo, hi = IDENTITY_MAP_LIFETIME
     client.command(
@@ -130,7 +130,7 @@ _RESOLVE = """
 SELECT
     (SELECT count() FROM (SELECT 1 FROM events
                           WHERE project_id = %(p)s AND user_id = %(x)s LIMIT 1)) AS is_user,
-    (SELECT argMinMerge(user_id) FROM identities
+    (SELECT min(first_link).2 FROM identities
      WHERE project_id = %(p)s AND anonymous_id = %(x)s) AS linked_user
 """
 
@@ -140,8 +140,8 @@ _LINKED_IDS = """
 SELECT anonymous_id FROM identities
 WHERE project_id = %(p)s AND anonymous_id IN (
     SELECT anonymous_id FROM identities
-    WHERE project_id = %(p)s AND finalizeAggregation(user_id) = %(u)s)
-GROUP BY anonymous_id HAVING argMinMerge(user_id) = %(u)s
+    WHERE project_id = %(p)s AND first_link.2 = %(u)s)
+GROUP BY anonymous_id HAVING min(first_link).2 = %(u)s
 ORDER BY anonymous_id
 """
 

@@ -235,7 +235,7 @@ def stored_sessions(store: Client, project_id: str) -> dict[tuple[date, str], tu
 
 def stored_links(store: Client, project_id: str) -> dict[str, str]:
     return {str(a): str(u) for a, u in store.query(
-        "SELECT anonymous_id, argMinMerge(user_id) FROM identities WHERE project_id = %(p)s "
+        "SELECT anonymous_id, min(first_link).2 FROM identities WHERE project_id = %(p)s "
         "GROUP BY anonymous_id", parameters={"p": project_id}).result_rows}
 
 
@@ -410,7 +410,7 @@ async def test_erasure_removes_the_user_and_their_share_of_every_aggregate(
         "anon-bob": "bob", "anon-shared": "dave", "anon-erin": "erin"}
     assert store.query(
         "SELECT count() FROM identities WHERE project_id = %(p)s AND (anonymous_id IN "
-        "('alice', 'anon-alice-1', 'anon-alice-2') OR finalizeAggregation(user_id) = 'alice')",
+        "('alice', 'anon-alice-1', 'anon-alice-2') OR first_link.2 = 'alice')",
         parameters={"p": shop.id}).result_rows[0][0] == 0
     # Spelled out for the shared minutes: Bob, Carol and the crawler are still counted.
     first = at(0, 10, 0, 0)

@@ -14,8 +14,9 @@ CREATE TABLE IF NOT EXISTS identities
 (
     project_id    LowCardinality(String),
     anonymous_id  String,
-    user_id       AggregateFunction(argMin, String, Tuple(DateTime64(3, 'UTC'), String)),
-    first_linked  SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
+    -- (time, user id) of the first link: its user is the anonymous id's. A plain tuple,
+    -- not an argMin state, so reading a few rows' users costs no state decoding.
+    first_link    SimpleAggregateFunction(min, Tuple(DateTime64(3, 'UTC'), String)),
     last_linked   SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
     -- When the row was written: the queries read links newer than the identity_map
     -- dictionary's snapshot from the table (see store/persons.py).
@@ -29,8 +30,7 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS identities_mv TO identities AS
 SELECT
     events.project_id AS project_id,
     linked AS anonymous_id,
-    argMinState(events.user_id, (timestamp, events.user_id)) AS user_id,
-    min(timestamp) AS first_linked,
+    min((timestamp, events.user_id)) AS first_link,
     max(timestamp) AS last_linked,
     now64(3, 'UTC') AS inserted_at
 FROM events
@@ -39,14 +39,13 @@ ARRAY JOIN arrayDistinct(arrayFilter(x -> x != '' AND x != events.user_id,
 WHERE events.user_id != ''
 GROUP BY project_id, linked;
 
--- The links in events stored before this migration. Running it twice is harmless: argMin,
--- min and max give the same answer over duplicates.
+-- The links in events stored before this migration. Running it twice is harmless: min
+-- and max give the same answer over duplicates.
 INSERT INTO identities
 SELECT
     events.project_id AS project_id,
     linked AS anonymous_id,
-    argMinState(events.user_id, (timestamp, events.user_id)) AS user_id,
-    min(timestamp) AS first_linked,
+    min((timestamp, events.user_id)) AS first_link,
     max(timestamp) AS last_linked,
     now64(3, 'UTC') AS inserted_at
 FROM events
