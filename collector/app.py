@@ -90,7 +90,8 @@ def error_response(err: RequestError, headers: dict[str, str] | None = None) -> 
 
 
 def create_app(deps: CollectorDeps) -> FastAPI:
-    app = FastAPI(title="Tracklane collector", version="0.1.0")
+    app = FastAPI(title="Tracklane collector", version="0.1.0",
+                  description=openapi.API_DESCRIPTION)
     ingest = _Ingest(deps)
 
     @app.exception_handler(RequestValidationError)

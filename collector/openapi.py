@@ -19,6 +19,43 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MESSAGE_TYPES = ("track", "page", "screen", "identify", "group", "alias")
 
+# The API's description in /openapi.json: what every read route's numbers mean.
+API_DESCRIPTION = """\
+Ingest (Segment spec: `/v1/batch`, `/v1/track`, ..., the pixel `/p.gif`) with a write key;
+read (`/v1/stats`, `/v1/query/*`, `/v1/persons`, `/v1/users`) with a read key.
+
+**Source.** Every event is stored with a `source`: `pixel`, `browser` (a request a browser
+sent: `Origin`, `Sec-Fetch-Mode` or a `text/plain` beacon, or a browser library's message),
+`mobile` (a mobile library, or `context.app`), else `server`. `source` is a `breakdown`
+dimension. Bots are judged on the end user's agent: `context.userAgent`, else the
+request's `User-Agent` only for a browser request; a server library's own agent
+(analytics-python, python-requests, Go-http-client, okhttp, curl, ...) is never a bot.
+
+**Exclusions.** A project's `[project.exclude]` (projects file) lists internal address
+ranges (CIDR, checked on the raw end-user address before it is anonymized), user ids and
+anonymous ids; a message with `context.test = true` is a test. Such events are stored with
+their reason (`excluded`) and, like bots, left out of every number and every alert.
+
+**Persons.** Every person-level number (visitors, conversion, funnels, retention,
+attribution, sessions' visitors, customers, CLV) counts persons merged across their ids,
+at query time and retroactively. An anonymous id is linked to a user id by an `identify`
+or any event carrying both, and by an `alias` (`previousId` -> `userId`). An event with a
+user id is that user's; an event with only an anonymous id is the person's its anonymous
+id was first linked to (event time, then user id); otherwise the anonymous id is the
+person. User ids are never remapped: two known users are never merged. `GET
+/v1/persons/{id}` answers a person by any of their ids; `DELETE /v1/users/{id}` erases the
+whole person.
+
+**Orders.** Orders are the events in the project's `order_events` (default `purchase` and
+`Order Completed`); revenue is `properties.revenue`, else `properties.total`. Revenue, AOV
+and CLV are given per currency and never summed across currencies.
+
+**Customer KPIs** (`/v1/query/customers`): repurchase rate (customers with two or more
+orders over customers, in the range and all time), CLV (revenue per customer over their
+life so far, overall and by first-order month), new and returning visitors, and the
+median time from first visit to first order.
+"""
+
 Responses = dict[int | str, dict[str, Any]]
 
 

@@ -89,7 +89,10 @@ class TimeseriesQuery(_Query):
 
 
 class BreakdownQuery(_Query):
-    dimension: Literal[analytics.DIMENSIONS]  # type: ignore[valid-type]
+    dimension: Literal[analytics.DIMENSIONS] = Field(  # type: ignore[valid-type]
+        description="page (by page views); source: browser, server, pixel or mobile (by "
+                    "persons); entry_page, exit_page, referrer_domain, utm_*, device, "
+                    "browser, os (by sessions)")
     limit: int = Field(100, ge=1, le=1000)
 
 
