@@ -43,11 +43,11 @@ COUNTED = "is_bot = 0 AND excluded = ''"
 # How a query finds an anonymous id's user, fast. A join against every link of the
 # project cost a hash table of all of them per query (with a million links, 0.2 s to 1 s
 # more per query: funnels three to ten times slower), so the links are served from a
-# hashed dictionary, ``identity_map`` (about 50 ns a lookup), that ClickHouse reloads in
-# the background every few minutes. What the dictionary has not loaded yet, the links
-# written since its load began (less a minute, for inserts still committing), is read
-# from the table itself: a small set, so a login counts at the next query,
-# retroactively, as the rules say.
+# hashed dictionary, ``identity_map`` (about 50 ns a lookup), reloaded every few minutes
+# (by a ClickHouse server, and by the query process: collector/identity_map.py). What
+# the dictionary has not loaded yet, the links written since its load began (less a
+# minute, for inserts still committing), is read from the table itself: a small set, so
+# a login counts at the next query, retroactively, as the rules say.
 IDENTITY_MAP = "identity_map"
 IDENTITY_MAP_LIFETIME = (300, 600)  # seconds: ClickHouse reloads at a random point between
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from collector.identity_map import IdentityMapReloader
 from store import queries
 from store.client import dictionary_credentials
 from store.migrate import RetentionConfig, available_migrations, migrate
@@ -29,6 +30,21 @@ def test_migrations_are_versioned_and_idempotent(store: Client) -> None:
     # Every start recreates and loads the identity dictionary the person queries read.
     assert store.query("SELECT status FROM system.dictionaries "
                        "WHERE name = 'identity_map'").result_rows == [("LOADED",)]
+
+
+async def test_the_identity_dictionary_is_reloaded_on_a_timer(store: Client) -> None:
+    # chDB never reloads a dictionary on its own: the query process does.
+    def loaded() -> str:
+        return str(store.query("SELECT last_successful_update_time FROM system.dictionaries "
+                               "WHERE name = 'identity_map'").result_rows[0][0])
+
+    before = loaded()
+    reloader = IdentityMapReloader(store, interval_s=0.2)
+    await reloader.start()
+    try:
+        await poll(lambda: loaded() != before, 10, "identity_map reloaded")
+    finally:
+        await reloader.stop()
 
 
 def test_the_identity_dictionary_reads_as_the_dsns_user() -> None:

@@ -21,6 +21,7 @@ from alerts.rules import load_rules
 from alerts.service import AlertsConfig, AlertService, check_projects
 from collector.app import CollectorDeps, create_app
 from collector.delivery import Delivery
+from collector.identity_map import IdentityMapReloader
 from collector.ingest_log import IngestLog
 from collector.producer import EventProducer, ensure_topic
 from collector.server_protocol import with_header_timeout
@@ -186,6 +187,8 @@ async def run_collector(settings: Settings) -> None:
     delivery = _delivery(settings, settings.kafka(), metrics)
     await delivery.start(stop)
     ingest_log = IngestLog(store, utc_now) if store is not None else None
+    identities = (IdentityMapReloader(store, settings.identity_reload_s)
+                  if store is not None else None)
     deps = CollectorDeps(settings.collector(), projects, delivery, metrics, store,
                          sdk_dir=settings.sdk_dir, ingest_log=ingest_log)
     http = HttpServer(create_app(deps), settings.host, settings.port,
@@ -193,6 +196,8 @@ async def run_collector(settings: Settings) -> None:
     await http.start()
     if ingest_log is not None:
         await ingest_log.start()
+    if identities is not None:
+        await identities.start()
     log.info("collector listening", extra={"url": f"http://{settings.host}:{settings.port}"})
     await stop.wait()
     async with _deadline(settings.shutdown_timeout_s, "collector"):
@@ -201,6 +206,8 @@ async def run_collector(settings: Settings) -> None:
         await http.stop()
         if ingest_log is not None:
             await ingest_log.stop()
+        if identities is not None:
+            await identities.stop()
         await delivery.stop()
     if store is not None:
         store.close()
@@ -302,6 +309,8 @@ async def run_up(settings: Settings) -> None:
                       settings.shutdown_timeout_s / 2, settings.read_timeout_s)
         await http.start()
         await ingest_log.start()
+        identities = IdentityMapReloader(client, settings.identity_reload_s)
+        await identities.start()
         stream_task = asyncio.create_task(service.run())
         background = {stream_task}
         if alerts_config is not None:
@@ -320,6 +329,7 @@ async def run_up(settings: Settings) -> None:
             # not taken yet, and replays it at the next start.
             await http.stop()
             await ingest_log.stop()
+            await identities.stop()
             await delivery.stop()
             service.stop()
             if alerts is not None:

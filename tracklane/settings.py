@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from collector.spool import SpoolConfig
@@ -90,6 +91,10 @@ class Settings(BaseSettings):
 
     store_dsn: str | None = None
     retention_days: int = 395
+    # How often the process that answers queries reloads the identity_map dictionary:
+    # the links written since its last load are read from the table, at a cost per query
+    # that grows with them. A ClickHouse server also reloads it on its own; chDB does not.
+    identity_reload_s: float = Field(default=300.0, gt=0)
 
     max_body_bytes: int = 500 * 1024
     max_event_bytes: int = 32 * 1024
