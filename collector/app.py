@@ -76,6 +76,9 @@ class CollectorDeps:
 
 MAX_BATCH_EVENTS = 2500
 _SINGLE_ROUTES = ("track", "page", "screen", "identify", "group", "alias")
+# analytics.js (Segment's browser library) posts each call to /v1/ + its type's first
+# letter, and batches to /v1/b as Segment's mobile libraries do.
+_SEGMENT_PATHS = {kind[0]: kind for kind in _SINGLE_ROUTES} | {"b": "batch"}
 _CORS_HEADERS = "Content-Type, Authorization, X-Write-Key, Content-Encoding"
 _HTTP_ERROR_CODES = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed"}
 
@@ -106,6 +109,9 @@ def create_app(deps: CollectorDeps) -> FastAPI:
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
         # Unknown paths and methods, and bodies FastAPI could not parse (the query API's),
         # answer in the same shape as every other error.
+        if exc.status_code == 405 and (exc.headers or {}).get("Allow") == "OPTIONS":
+            # Only the CORS preflight, which answers every /v1/ path, knows the path.
+            exc = HTTPException(404, "Not Found")
         code = _HTTP_ERROR_CODES.get(exc.status_code, f"http_{exc.status_code}")
         return error_response(RequestError(exc.status_code, code, str(exc.detail)),
                               {**(exc.headers or {}), **_cors(request)})
@@ -126,6 +132,7 @@ def create_app(deps: CollectorDeps) -> FastAPI:
 
     routes: dict[tuple[str, str], Handler] = {
         ("POST", "/v1/batch"): _body_route(ingest, "batch", None),
+        ("POST", "/v1/b"): _body_route(ingest, "batch", None),
         ("GET", "/p.gif"): ingest.handle_pixel,
     }
     app.add_api_route("/v1/batch", routes["POST", "/v1/batch"], methods=["POST"], name="batch",
@@ -136,6 +143,19 @@ def create_app(deps: CollectorDeps) -> FastAPI:
         app.add_api_route(f"/v1/{kind}", routes["POST", f"/v1/{kind}"], methods=["POST"],
                           name=kind, responses=openapi.INGEST_RESPONSES,
                           openapi_extra=openapi.ingest_extra(kind))
+    for short, kind in _SEGMENT_PATHS.items():
+        routes["POST", f"/v1/{short}"] = routes["POST", f"/v1/{kind}"]
+        app.add_api_route(f"/v1/{short}", routes["POST", f"/v1/{kind}"], methods=["POST"],
+                          name=f"segment_{kind}", responses=openapi.INGEST_RESPONSES,
+                          openapi_extra=openapi.ingest_extra(None if kind == "batch" else kind),
+                          description=f"Segment's path for {kind}: as /v1/{kind}.")
+
+    @app.post("/v1/m", status_code=200)
+    async def client_metrics(request: Request) -> JSONResponse:
+        """analytics.js's reports about itself: accepted, counted in a metric, dropped."""
+        deps.metrics.client_metrics.inc()
+        return JSONResponse({"success": True}, headers=_cors(request))
+
     app.add_middleware(IngestRoutes, routes=routes, on_error=reject)
 
     @app.options("/v1/{path:path}", status_code=204, response_class=Response,
@@ -191,6 +211,7 @@ def _ingest_route(path: str) -> str | None:
     if path == "/p.gif":
         return "pixel"
     name = path.removeprefix("/v1/")
+    name = _SEGMENT_PATHS.get(name, name)
     return name if name in ("batch", *_SINGLE_ROUTES) and path != name else None
 
 

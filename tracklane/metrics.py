@@ -20,6 +20,9 @@ class Metrics:
         self.rejected = Counter(
             "tracklane_events_rejected", "Events or requests rejected, by reason.", ["reason"],
             registry=r)
+        self.client_metrics = Counter(
+            "tracklane_client_metrics", "Requests of analytics.js's own client metrics "
+            "(/v1/m), accepted and dropped.", registry=r)
         self.produced = Counter(
             "tracklane_events_produced", "Events acknowledged by Kafka.", registry=r)
         self.produce_failures = Counter(
