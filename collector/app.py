@@ -79,7 +79,7 @@ _SINGLE_ROUTES = ("track", "page", "screen", "identify", "group", "alias")
 # analytics.js (Segment's browser library) posts each call to /v1/ + its type's first
 # letter, and batches to /v1/b as Segment's mobile libraries do.
 _SEGMENT_PATHS = {kind[0]: kind for kind in _SINGLE_ROUTES} | {"b": "batch"}
-_CORS_HEADERS = "Content-Type, Authorization, X-Write-Key, Content-Encoding"
+_CORS_HEADERS = "Content-Type, Authorization, X-Write-Key, Content-Encoding, X-Retry-Count"
 _HTTP_ERROR_CODES = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed"}
 
 
