@@ -39,21 +39,22 @@ _GRAINS: dict[str, str] = {
 # Most points one time series may return.
 MAX_POINTS = 50_000
 
-# breakdown dimension -> (source, grouping expression)
-_PAGE_DIMENSIONS = {"page": "path"}
-# Over every counted event, not pages only: a backend's orders have no page views.
-_EVENT_DIMENSIONS = {"source": "source"}
+_IN_RANGE = "timestamp >= %(s)s AND timestamp < %(t)s"
+_PAGES_IN_RANGE = _IN_RANGE + " AND type = 'page'"
+# Event-level breakdown dimension -> (grouping expression, events read, ranked by).
+# Sources are over every counted event, not pages only: a backend's orders have no page
+# views, so they rank by persons.
+_EVENT_DIMENSIONS = {"page": ("path", _PAGES_IN_RANGE, "pv"),
+                     "source": ("source", _IN_RANGE, "persons")}
 _SESSION_DIMENSIONS = {
     "entry_page": "entry_path", "exit_page": "exit_path",
     "referrer_domain": "referrer_domain", "utm_source": "utm_source",
     "utm_medium": "utm_medium", "utm_campaign": "utm_campaign",
     "device": "device_type", "browser": "browser", "os": "os",
 }
-DIMENSIONS = tuple(_PAGE_DIMENSIONS) + tuple(_EVENT_DIMENSIONS) + tuple(_SESSION_DIMENSIONS)
+DIMENSIONS = tuple(_EVENT_DIMENSIONS) + tuple(_SESSION_DIMENSIONS)
 FUNNEL_STEPS = (2, 10)
 _TIME_ZONES = frozenset(available_timezones())
-_IN_RANGE = "timestamp >= %(s)s AND timestamp < %(t)s"
-_PAGES_IN_RANGE = _IN_RANGE + " AND type = 'page'"
 
 
 def check_range(start: datetime, end: datetime, limit: timedelta | None = None) -> None:
@@ -204,18 +205,12 @@ def breakdown(client: Client, project_id: str, start: datetime, end: datetime,
     check_range(start, end)
     if not 1 <= limit <= 1000:
         raise QueryError("limit: 1 to 1000")
-    if dimension in _PAGE_DIMENSIONS:
+    if dimension in _EVENT_DIMENSIONS:
+        expression, events, rank = _EVENT_DIMENSIONS[dimension]
         rows = client.query(
-            f"SELECT {_PAGE_DIMENSIONS[dimension]} AS v, count() AS pv, uniqExact(person), "
-            f"0, 0 FROM ({counted_events(_PAGES_IN_RANGE)}) "
-            "GROUP BY v ORDER BY pv DESC, v LIMIT %(n)s",
-            parameters={"p": project_id, "s": start, "t": end, "n": limit},
-        ).result_rows
-    elif dimension in _EVENT_DIMENSIONS:
-        rows = client.query(
-            f"SELECT {_EVENT_DIMENSIONS[dimension]} AS v, countIf(type = 'page'), "
-            f"uniqExact(person) AS n, 0, 0 FROM ({counted_events(_IN_RANGE)}) "
-            "GROUP BY v ORDER BY n DESC, v LIMIT %(n)s",
+            f"SELECT {expression} AS v, countIf(type = 'page') AS pv, uniqExact(person) AS "
+            f"persons, 0, 0 FROM ({counted_events(events)}) "
+            f"GROUP BY v ORDER BY {rank} DESC, v LIMIT %(n)s",
             parameters={"p": project_id, "s": start, "t": end, "n": limit},
         ).result_rows
     elif dimension in _SESSION_DIMENSIONS:
