@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import logging
 import secrets
@@ -24,7 +23,14 @@ from starlette.exceptions import HTTPException
 
 from collector import openapi
 from collector.alerts_api import alerts_router
-from collector.body import RequestError, declared_length, decode_json, read_body
+from collector.body import (
+    RequestError,
+    basic_username,
+    declared_length,
+    decode_json,
+    read_body,
+)
+from collector.client_config import client_config_router
 from collector.delivery import Delivery, NotAccepted
 from collector.enrich import anonymize_ip, parse_user_agent
 from collector.fastpath import Handler, IngestRoutes
@@ -133,11 +139,18 @@ def create_app(deps: CollectorDeps) -> FastAPI:
     routes: dict[tuple[str, str], Handler] = {
         ("POST", "/v1/batch"): _body_route(ingest, "batch", None),
         ("POST", "/v1/b"): _body_route(ingest, "batch", None),
+        # RudderStack's beacon delivery: {batch, sentAt} as text/plain, the key in the query.
+        ("POST", "/beacon/v1/batch"): _body_route(ingest, "batch", None),
         ("GET", "/p.gif"): ingest.handle_pixel,
     }
     app.add_api_route("/v1/batch", routes["POST", "/v1/batch"], methods=["POST"], name="batch",
                       responses=openapi.INGEST_RESPONSES,
                       openapi_extra=openapi.ingest_extra(None))
+    app.add_api_route("/beacon/v1/batch", routes["POST", "/beacon/v1/batch"], methods=["POST"],
+                      name="rudderstack_beacon", responses=openapi.INGEST_RESPONSES,
+                      openapi_extra=openapi.ingest_extra(None),
+                      description="RudderStack's beacon path: as /v1/batch, with the write "
+                      "key in the writeKey query parameter.")
     for kind in _SINGLE_ROUTES:
         routes["POST", f"/v1/{kind}"] = _body_route(ingest, kind, kind)
         app.add_api_route(f"/v1/{kind}", routes["POST", f"/v1/{kind}"], methods=["POST"],
@@ -202,6 +215,7 @@ def create_app(deps: CollectorDeps) -> FastAPI:
     app.include_router(query_router(deps.projects, deps.store))
     app.include_router(users_router(deps.projects, deps.store, deps.clock))
     app.include_router(persons_router(deps.projects, deps.store))
+    app.include_router(client_config_router(deps.projects, deps.config))
     app.include_router(sdk_router(deps.sdk_dir or default_sdk_dir()))
     return app
 
@@ -210,6 +224,8 @@ def _ingest_route(path: str) -> str | None:
     """The ingest route a path belongs to (as in the route metrics), else None."""
     if path == "/p.gif":
         return "pixel"
+    if path == "/beacon/v1/batch":
+        return "batch"
     name = path.removeprefix("/v1/")
     name = _SEGMENT_PATHS.get(name, name)
     return name if name in ("batch", *_SINGLE_ROUTES) and path != name else None
@@ -301,13 +317,14 @@ class _Ingest:
         })
 
     def _authenticate(self, request: Request, body_key: Any) -> Project:
-        key = _basic_username(request.headers.get("authorization"))
+        key = basic_username(request.headers.get("authorization"))
         key = key or request.headers.get("x-write-key") or (
             body_key if isinstance(body_key, str) else None
-        )
+        ) or request.query_params.get("writeKey")  # a beacon cannot set headers
         if not key:
             raise RequestError(401, "missing_write_key", "no write key: send it as the Basic "
-                               "auth username, an X-Write-Key header or writeKey in the body")
+                               "auth username, an X-Write-Key header, or writeKey in the "
+                               "body or the query")
         project = self._deps.projects.by_write_key(key)
         if project is None:
             raise RequestError(401, "invalid_write_key", "unknown write key")
@@ -445,16 +462,6 @@ def _held_bytes(request: Request, limit: int) -> int:
     if encoding in ("", "identity") and declared is not None:
         return min(declared, limit)
     return limit
-
-
-def _basic_username(header: str | None) -> str | None:
-    if not header or not header.lower().startswith("basic "):
-        return None
-    try:
-        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
-    except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8
-        return None
-    return decoded.partition(":")[0] or None
 
 
 def _client_ip(request: Request, trust_forwarded_for: bool) -> str:

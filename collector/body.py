@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import zlib
 from typing import Any
 
@@ -87,3 +88,15 @@ def decode_json(body: bytes, content_encoding: str | None, limit: int) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise RequestError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+
+
+def basic_username(header: str | None) -> str | None:
+    """The username of a Basic ``Authorization`` header (where Segment's libraries put the
+    write key), else None."""
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8
+        return None
+    return decoded.partition(":")[0] or None

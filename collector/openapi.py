@@ -268,6 +268,14 @@ METRICS_RESPONSES: Responses = {
           "content": {"text/plain": {"schema": {"type": "string"}}}},
 }
 
+CLIENT_CONFIG_RESPONSES: Responses = {
+    200: {"description": "the settings the library loads with: delivery to this collector, "
+          "no destinations", "content": {"application/json": {"schema": {"type": "object"}}}},
+    400: {"model": WriteKeyError, "description": "no write key"},
+    401: {"model": WriteKeyError, "description": "an unknown write key (RudderStack)"},
+    404: {"model": WriteKeyError, "description": "an unknown write key (Segment)"},
+}
+
 PREFLIGHT_RESPONSES: Responses = {
     204: {"description": "CORS preflight answer"},
     404: {"model": NotFound, "description": "a path no route takes (e.g. one with a newline)"},

@@ -51,11 +51,14 @@ def message_source(msg: InboundMessage, route: str, browser_request: bool) -> So
     """pixel, browser, mobile or server (see ``tracklane.contract.Source``)."""
     if route == "pixel":
         return "pixel"
+    library = str((msg.context.library or {}).get("name") or "")
+    # Segment's mobile libraries post text/plain, as browsers do: the name decides first.
+    if library.startswith(_MOBILE_LIBRARIES):
+        return "mobile"
     if browser_request:
         return "browser"
-    library = str((msg.context.library or {}).get("name") or "")
     extra = msg.context.model_extra or {}
-    if library.startswith(_MOBILE_LIBRARIES) or isinstance(extra.get("app"), dict):
+    if isinstance(extra.get("app"), dict):
         return "mobile"
     # A browser library's message relayed by a backend (a first-party proxy).
     if library in _BROWSER_LIBRARIES:

@@ -79,7 +79,7 @@ async def test_analytics_js_paths_count_each_call_once(broker: TansuBroker,
                 parameters={"p": p.project.id}).result_rows]
 
         want = sorted([("page_view", "browser"), ("identify", "browser"),
-                       ("batched", "browser"), ("screen_view", "browser")]
+                       ("batched", "browser"), ("screen_view", "mobile")]
                       + [(f"click-{n}", "browser") for n in range(5)])
         await poll(lambda: len(stored()) >= len(want), 30, "events stored")
         assert stored() == want

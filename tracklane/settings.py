@@ -46,6 +46,9 @@ class CollectorConfig:
     max_inflight_requests: int = 512
     max_inflight_bytes: int = 64 * 1024 * 1024
     default_rate_limit: RateLimit | None = None
+    # The collector's address as clients reach it, e.g. "https://t.example.com"; the
+    # settings Segment's libraries fetch name it. Without it, the request's own host.
+    public_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,9 @@ class Settings(BaseSettings):
     max_future_s: int = 3600
     max_past_days: int = 90
     trust_forwarded_for: bool = False
+    # The collector's public address (scheme and host), for the settings Segment's
+    # libraries fetch; needed behind a proxy that rewrites Host or ends TLS.
+    public_url: str | None = None
     retry_after_s: int = 5
     # A body not received within this is answered 408 (slow clients hold no slot forever).
     read_timeout_s: float = 10.0
@@ -170,6 +176,7 @@ class Settings(BaseSettings):
             max_inflight_bytes=self.max_inflight_bytes,
             default_rate_limit=RateLimit.of(self.rate_limit_events_per_s, self.rate_limit_burst)
             if self.rate_limit_events_per_s > 0 else None,
+            public_url=self.public_url.rstrip("/") if self.public_url else None,
         )
 
     def sink(self, assign_all: bool = False) -> SinkConfig:
