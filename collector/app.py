@@ -85,6 +85,9 @@ _SINGLE_ROUTES = ("track", "page", "screen", "identify", "group", "alias")
 # analytics.js (Segment's browser library) posts each call to /v1/ + its type's first
 # letter, and batches to /v1/b as Segment's mobile libraries do.
 _SEGMENT_PATHS = {kind[0]: kind for kind in _SINGLE_ROUTES} | {"b": "batch"}
+# What the libraries send. A preflight naming others gets them too: RudderStack's SDK adds
+# AnonymousId and Rsa-Retry-* headers, and a library's next version may add more. These
+# routes take no cookies, so allowing a header costs nothing, and refusing one loses events.
 _CORS_HEADERS = "Content-Type, Authorization, X-Write-Key, Content-Encoding, X-Retry-Count"
 _HTTP_ERROR_CODES = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed"}
 
@@ -179,9 +182,10 @@ def create_app(deps: CollectorDeps) -> FastAPI:
         return Response(status_code=204, headers={
             "Access-Control-Allow-Origin": origin,
             "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
-            "Access-Control-Allow-Headers": _CORS_HEADERS,
+            "Access-Control-Allow-Headers":
+                request.headers.get("access-control-request-headers") or _CORS_HEADERS,
             "Access-Control-Max-Age": "86400",
-            "Vary": "Origin",
+            "Vary": "Origin, Access-Control-Request-Headers",
         })
 
     app.add_api_route("/p.gif", ingest.handle_pixel, methods=["GET"], name="pixel",

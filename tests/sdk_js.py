@@ -6,8 +6,18 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import httpx
+
+from tests.up_process import tracklane_up, wait_for
+from tracklane.broker import free_port
 
 SDK = Path(__file__).resolve().parent.parent / "sdk_js"
 DIST = SDK / "dist"
@@ -42,9 +52,64 @@ def build(outdir: Path) -> str:
     return result.stdout
 
 
-def scenario(name: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Run one e2e/scenarios.mjs scenario in chromium; its JSON report."""
-    result = node("e2e/scenarios.mjs", name, json.dumps(config))
+def scenario(name: str, config: dict[str, Any], script: str = "e2e/scenarios.mjs",
+             ) -> dict[str, Any]:
+    """Run one scenario of an e2e script (in chromium, most); its JSON report."""
+    result = node(script, name, json.dumps(config))
     assert result.returncode == 0, f"scenario {name} failed:\n{result.stdout}\n{result.stderr}"
     report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return report
+
+
+@dataclass(frozen=True)
+class Site:
+    """A running `tracklane up` with one project per scenario.
+
+    The topic has one partition: once a sentinel sent after a scenario is counted,
+    everything the scenario sent before it has been consumed too, so "exactly" is checked,
+    not "at least".
+    """
+
+    base: str
+    started: datetime
+
+    @staticmethod
+    def keys(project: str) -> tuple[str, str]:
+        return f"wk_{project}", f"rk_{project}"
+
+    def config(self, project: str, **extra: Any) -> dict[str, Any]:
+        write_key, read_key = self.keys(project)
+        return {"collector": self.base, "writeKey": write_key, "readKey": read_key, **extra}
+
+    def count(self, project: str, event: str) -> int:
+        rows = httpx.get(f"{self.base}/v1/stats/minutes", params={
+            "event": event, "from": self.started.isoformat(),
+            "to": (datetime.now(UTC) + timedelta(minutes=2)).isoformat(),
+        }, headers={"Authorization": f"Bearer {self.keys(project)[1]}"}).json()["rows"]
+        return sum(int(r["count"]) for r in rows)
+
+    def counts_after_sentinel(self, project: str, events: list[str]) -> dict[str, int]:
+        """Counts once everything sent so far for the project has been consumed."""
+        sentinel = f"sentinel-{uuid.uuid4()}"
+        response = httpx.post(f"{self.base}/v1/track", json={
+            "event": sentinel, "anonymousId": "test", "writeKey": self.keys(project)[0]})
+        assert response.status_code == 200, response.text
+        wait_for(lambda: self.count(project, sentinel) == 1, 30, "sentinel not counted")
+        return {event: self.count(project, event) for event in events}
+
+
+@contextmanager
+def up_site(workdir: Path, projects: list[str]) -> Iterator[Site]:
+    """`tracklane up` from a fresh data directory, serving one project per name."""
+    require_tooling(browser=True)
+    (workdir / "data").mkdir()
+    (workdir / "data" / "projects.toml").write_text("".join(
+        f'[[project]]\nid = "{name}"\nwrite_keys = ["{Site.keys(name)[0]}"]\n'
+        f'read_keys = ["{Site.keys(name)[1]}"]\nallowed_origins = ["*"]\n'
+        for name in projects))
+    # No TRACKLANE_SDK_DIR: up serves the checkout's sdk_js/dist by default.
+    env = {"TRACKLANE_TOPIC_PARTITIONS": "1"}
+    started = datetime.now(UTC) - timedelta(minutes=1)
+    port = free_port()
+    with tracklane_up(workdir, port, env):
+        yield Site(f"http://127.0.0.1:{port}", started)

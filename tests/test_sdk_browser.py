@@ -10,18 +10,15 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests import sdk_js
-from tests.up_process import tracklane_up, wait_for
+from tests.sdk_js import Site, up_site
+from tests.up_process import wait_for
 from tracklane.broker import free_port
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -41,53 +38,10 @@ EXPECTED: dict[str, dict[str, int]] = {
 }
 
 
-@dataclass(frozen=True)
-class Site:
-    """A running `tracklane up` with one project per scenario."""
-
-    base: str
-    started: datetime
-
-    @staticmethod
-    def keys(project: str) -> tuple[str, str]:
-        return f"wk_{project}", f"rk_{project}"
-
-    def config(self, project: str, **extra: Any) -> dict[str, Any]:
-        write_key, read_key = self.keys(project)
-        return {"collector": self.base, "writeKey": write_key, "readKey": read_key, **extra}
-
-    def count(self, project: str, event: str) -> int:
-        rows = httpx.get(f"{self.base}/v1/stats/minutes", params={
-            "event": event, "from": self.started.isoformat(),
-            "to": (datetime.now(UTC) + timedelta(minutes=2)).isoformat(),
-        }, headers={"Authorization": f"Bearer {self.keys(project)[1]}"}).json()["rows"]
-        return sum(int(r["count"]) for r in rows)
-
-    def counts_after_sentinel(self, project: str, events: list[str]) -> dict[str, int]:
-        """Counts once everything sent so far for the project has been consumed."""
-        sentinel = f"sentinel-{uuid.uuid4()}"
-        response = httpx.post(f"{self.base}/v1/track", json={
-            "event": sentinel, "anonymousId": "test", "writeKey": self.keys(project)[0]})
-        assert response.status_code == 200, response.text
-        wait_for(lambda: self.count(project, sentinel) == 1, 30, "sentinel not counted")
-        return {event: self.count(project, event) for event in events}
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    sdk_js.require_tooling(browser=True)
-    workdir = tmp_path_factory.mktemp("sdk_up")
-    (workdir / "data").mkdir()
-    (workdir / "data" / "projects.toml").write_text("".join(
-        f'[[project]]\nid = "{name}"\nwrite_keys = ["{Site.keys(name)[0]}"]\n'
-        f'read_keys = ["{Site.keys(name)[1]}"]\nallowed_origins = ["*"]\n'
-        for name in EXPECTED))
-    port = free_port()
-    # No TRACKLANE_SDK_DIR: up serves the checkout's sdk_js/dist by default.
-    env = {"TRACKLANE_TOPIC_PARTITIONS": "1"}
-    started = datetime.now(UTC) - timedelta(minutes=1)
-    with tracklane_up(workdir, port, env):
-        yield Site(f"http://127.0.0.1:{port}", started)
+    with up_site(tmp_path_factory.mktemp("sdk_up"), list(EXPECTED)) as running:
+        yield running
 
 
 def check(site: Site, project: str) -> None:

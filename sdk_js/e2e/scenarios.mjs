@@ -7,24 +7,13 @@
 // The SDK is loaded by the README's loader snippet from the collector's /sdk/ path.
 // Each scenario prints one JSON line describing what the browser saw; the pytest side
 // reads the counts back from the pipeline and checks them.
-import { chromium } from "playwright-core";
-import { createServer } from "node:http";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-
-export const CHROMIUM_FLAGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-];
-// A desktop Chrome user agent: HeadlessChrome is (rightly) flagged as a bot.
-const USER_AGENT =
-  "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
-const TIMEOUT = 20_000;
+import { TIMEOUT, args, delivered as counted, main, refuse } from "./browser.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const [scenario, rawConfig] = process.argv.slice(2);
-const cfg = JSON.parse(rawConfig || "{}");
+const { scenario, cfg } = args();
 
 /** The loader snippet from dist/, pointed at the collector, with extra init options. */
 function snippet(options = {}) {
@@ -36,25 +25,22 @@ function snippet(options = {}) {
 }
 
 /** Test pages: /app?o=<init options JSON>, /plain (no SDK), /pixel?src=<img URL>. */
-function pages() {
-  const server = createServer((req, res) => {
-    const url = new URL(req.url, "http://pages");
-    let body;
-    if (url.pathname.startsWith("/app")) {
-      const options = JSON.parse(url.searchParams.get("o") || "{}");
-      body = `<!doctype html><title>App</title>${snippet(options)}<a id="out" href="/plain">away</a>`;
-    } else if (url.pathname === "/plain") {
-      body = "<!doctype html><title>Plain</title><p>no tracking here</p>";
-    } else if (url.pathname === "/pixel") {
-      const src = url.searchParams.get("src").replaceAll("&", "&amp;").replaceAll('"', "&quot;");
-      body = `<!doctype html><title>Email</title><img id="px" src="${src}" width="1" height="1" alt="">`;
-    } else {
-      res.writeHead(404).end();
-      return;
-    }
-    res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" }).end(body);
-  });
-  return new Promise((ok) => server.listen(0, "127.0.0.1", () => ok(server)));
+function pages(req, res) {
+  const url = new URL(req.url, "http://pages");
+  let body;
+  if (url.pathname.startsWith("/app")) {
+    const options = JSON.parse(url.searchParams.get("o") || "{}");
+    body = `<!doctype html><title>App</title>${snippet(options)}<a id="out" href="/plain">away</a>`;
+  } else if (url.pathname === "/plain") {
+    body = "<!doctype html><title>Plain</title><p>no tracking here</p>";
+  } else if (url.pathname === "/pixel") {
+    const src = url.searchParams.get("src").replaceAll("&", "&amp;").replaceAll('"', "&quot;");
+    body = `<!doctype html><title>Email</title><img id="px" src="${src}" width="1" height="1" alt="">`;
+  } else {
+    res.writeHead(404).end();
+    return;
+  }
+  res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" }).end(body);
 }
 
 /** Every request the page makes to the collector's ingest routes. */
@@ -68,21 +54,7 @@ function watch(page) {
   return seen;
 }
 
-/** Polls the read API until `event` has been counted `n` times (the browser stays open). */
-async function delivered(event, n) {
-  const deadline = Date.now() + TIMEOUT;
-  const from = new Date(Date.now() - 3_600_000).toISOString();
-  const to = new Date(Date.now() + 3_600_000).toISOString();
-  for (;;) {
-    const r = await fetch(`${cfg.collector}/v1/stats/minutes?` + new URLSearchParams({ event, from, to }), {
-      headers: { Authorization: `Bearer ${cfg.readKey}` },
-    });
-    const rows = r.ok ? (await r.json()).rows : [];
-    if (rows.reduce((a, row) => a + row.count, 0) >= n) return;
-    if (Date.now() > deadline) throw new Error(`${event} was not counted ${n} times`);
-    await new Promise((ok) => setTimeout(ok, 100));
-  }
-}
+const delivered = (event, n) => counted(cfg, event, n);
 
 const loaded = (page) => page.waitForFunction(() => window.tracklane && !window.tracklane.q, null, { timeout: TIMEOUT });
 /** Resolves once the SDK's stored queue is empty (everything acknowledged). */
@@ -180,17 +152,7 @@ const scenarios = {
       const refused = attempts.length < 3;
       attempts.push({ at: Date.now(), refused });
       if (!refused) return route.continue();
-      const origin = (await route.request().headerValue("origin")) || "*";
-      return route.fulfill({
-        status: 503,
-        headers: {
-          "Retry-After": "1",
-          "Access-Control-Allow-Origin": origin,
-          "Access-Control-Expose-Headers": "Retry-After",
-          "Content-Type": "application/json",
-        },
-        body: JSON.stringify({ success: false, error: "broker_unavailable", message: "retry later" }),
-      });
+      return refuse(route);
     });
     await page.goto(app({ flushAt: 5 }));
     await loaded(page);
@@ -258,18 +220,7 @@ if (!run) {
   console.error(`unknown scenario ${scenario}; one of: ${Object.keys(scenarios).join(", ")}`);
   process.exit(2);
 }
-const server = await pages();
-const base = `http://127.0.0.1:${server.address().port}`;
-const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: CHROMIUM_FLAGS });
-try {
-  const context = await browser.newContext({ userAgent: USER_AGENT });
-  context.setDefaultTimeout(TIMEOUT);
-  const page = await context.newPage();
+await main(({ page, context, base }) => {
   const app = (options) => `${base}/app?` + new URLSearchParams({ o: JSON.stringify(options) });
-  const report = await run({ page, context, app, pages: base });
-  await context.close();
-  console.log(JSON.stringify(report));
-} finally {
-  await browser.close();
-  server.close();
-}
+  return run({ page, context, app, pages: base });
+}, pages);
