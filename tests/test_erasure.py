@@ -40,7 +40,7 @@ from tracklane.contract import (
 from tracklane.metrics import Metrics
 from tracklane.projects import Project, Projects, ProjectsFileError, load_projects
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.waits_on_mutations]
 
 # What the session's store runs with (tests/conftest.py); restored after retention tests.
 SESSION_RETENTION = RetentionConfig(events_days=395, dedup_window_hours=48)

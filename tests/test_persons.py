@@ -301,6 +301,7 @@ async def test_a_read_key_is_required_and_the_id_checked(
 
 # Erasure of a whole person.
 
+@pytest.mark.waits_on_mutations
 async def test_erasure_reaches_every_id_of_the_person(store: Client) -> None:
     project = new_project("persons_erase")
     events = shop_events()
@@ -330,6 +331,7 @@ async def test_erasure_reaches_every_id_of_the_person(store: Client) -> None:
             assert got == expected_person(events, user) == expected_person(left, user)
 
 
+@pytest.mark.waits_on_mutations
 async def test_erasing_the_shared_browsers_first_user_keeps_the_second_users_events(
     store: Client,
 ) -> None:
@@ -354,6 +356,7 @@ async def test_erasing_the_shared_browsers_first_user_keeps_the_second_users_eve
         assert u2["ids"] == ["shared", "u2"] and u2["events"] == 2
 
 
+@pytest.mark.waits_on_mutations
 async def test_erasing_the_shared_browsers_second_user_keeps_the_first_users_events(
     store: Client,
 ) -> None:
