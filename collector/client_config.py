@@ -3,6 +3,10 @@
 - Segment: analytics.js (its ``cdnURL``, or the snippet's ``analytics._cdn``) and the
   mobile libraries (their ``cdnHost``) read ``/v1/projects/<writeKey>/settings``.
 - RudderStack's JavaScript SDK reads ``<configUrl>/sourceConfig/?writeKey=...``.
+- analytics.js loaded by Segment's snippet takes its code-split bundles from the host its
+  settings came from (``analytics._cdn``): those requests are sent on to Segment's CDN
+  (``TRACKLANE_SEGMENT_CDN``), where the snippet loads analytics.js itself from, so the
+  bundles match its version.
 
 Each answer is the smallest one that turns on the library's own delivery to this collector
 and nothing more: no destinations, no device-mode integrations, no remote plugins or
@@ -12,10 +16,11 @@ the vendor's CDN or control plane at load time.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from collector import openapi
 from collector.body import RequestError, basic_username
@@ -26,6 +31,8 @@ from tracklane.settings import CollectorConfig
 # key stops loading within minutes.
 CACHE_CONTROL = "public, max-age=300"
 _PREFLIGHT_HEADERS = "Authorization, Content-Type, Accept"
+# A bundle's file name: its chunk name and content hash, e.g. "auto-track.bundle.<hash>.js".
+_BUNDLE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.js")
 
 
 def public_base(request: Request, config: CollectorConfig) -> str:
@@ -124,6 +131,22 @@ def client_config_router(projects: Projects, config: CollectorConfig) -> APIRout
             "Access-Control-Max-Age": "86400",
             "Vary": "Origin",
         })
+
+    @router.get("/analytics-next/bundles/{name}", status_code=302,
+                responses=openapi.BUNDLE_RESPONSES)
+    async def analytics_js_bundle(name: str) -> RedirectResponse:
+        """analytics.js's code-split bundles, on Segment's CDN.
+
+        The snippet loads analytics.js from Segment's CDN; pointed at this collector for its
+        settings, it asks here for the bundles it loads on demand (the query-string and
+        link-tracking ones). They are static files tied to that analytics.js version, so
+        they are fetched from where it came from.
+        """
+        if not _BUNDLE.fullmatch(name):
+            raise RequestError(404, "not_found", f"no analytics.js bundle {name!r}")
+        return RedirectResponse(f"{config.segment_cdn}/analytics-next/bundles/{name}",
+                                status_code=302,
+                                headers={"Cache-Control": "public, max-age=86400"})
 
     # The SDK asks for /sourceConfig/ (with the slash); a configUrl typed without it too.
     for path in ("/sourceConfig/", "/sourceConfig"):

@@ -276,6 +276,12 @@ CLIENT_CONFIG_RESPONSES: Responses = {
     404: {"model": WriteKeyError, "description": "an unknown write key (Segment)"},
 }
 
+BUNDLE_RESPONSES: Responses = {
+    302: {"description": "the bundle's address on Segment's CDN",
+          "headers": {"Location": {"schema": {"type": "string"}}}},
+    404: {"model": NotFound, "description": "not a bundle's file name"},
+}
+
 PREFLIGHT_RESPONSES: Responses = {
     204: {"description": "CORS preflight answer"},
     404: {"model": NotFound, "description": "a path no route takes (e.g. one with a newline)"},

@@ -99,7 +99,8 @@ class Site:
 
 
 @contextmanager
-def up_site(workdir: Path, projects: list[str]) -> Iterator[Site]:
+def up_site(workdir: Path, projects: list[str],
+            env: dict[str, str] | None = None) -> Iterator[Site]:
     """`tracklane up` from a fresh data directory, serving one project per name."""
     require_tooling(browser=True)
     (workdir / "data").mkdir()
@@ -108,7 +109,7 @@ def up_site(workdir: Path, projects: list[str]) -> Iterator[Site]:
         f'read_keys = ["{Site.keys(name)[1]}"]\nallowed_origins = ["*"]\n'
         for name in projects))
     # No TRACKLANE_SDK_DIR: up serves the checkout's sdk_js/dist by default.
-    env = {"TRACKLANE_TOPIC_PARTITIONS": "1"}
+    env = {"TRACKLANE_TOPIC_PARTITIONS": "1", **(env or {})}
     started = datetime.now(UTC) - timedelta(minutes=1)
     port = free_port()
     with tracklane_up(workdir, port, env):

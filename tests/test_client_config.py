@@ -50,6 +50,21 @@ async def test_segment_settings_point_the_libraries_at_the_collector(
         assert (segment["apiHost"], segment["protocol"]) == ("t.shop.example/v1", "https")
 
 
+async def test_analytics_js_bundles_are_sent_on_to_segments_cdn(broker: TansuBroker) -> None:
+    settings = pipeline_settings(broker.bootstrap_servers,
+                                 segment_cdn="https://mirror.shop.example/segment/")
+    async with running_pipeline(settings, None) as p:
+        name = "queryString.bundle.34b193ada8fe288d1bd1.js"
+        response = await p.http.get(f"/analytics-next/bundles/{name}")
+        assert response.status_code == 302
+        assert response.headers["location"] == (
+            f"https://mirror.shop.example/segment/analytics-next/bundles/{name}")
+        for bad in ("..%2Fsecret.js", "bundle.css", ".js"):
+            response = await p.http.get(f"/analytics-next/bundles/{bad}")
+            assert response.status_code == 404, (bad, response.text)
+            assert response.json()["error"] == "not_found"
+
+
 async def test_rudderstack_source_config_has_the_source_and_no_destinations(
         broker: TansuBroker) -> None:
     async with running_pipeline(pipeline_settings(broker.bootstrap_servers), None) as p:

@@ -23,6 +23,8 @@ import pytest
 
 from tests import sdk_js
 from tests.sdk_js import Site, up_site
+from tests.up_process import wait_for
+from tracklane.broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -34,6 +36,7 @@ CALLS = {"page_view": 1, "Clicked": 5, "identify": 1}  # what e2e/switching.mjs'
 # project -> (README block, what it exports, scenario, extra config)
 BROWSER: dict[str, tuple[str, str, str, dict[str, Any]]] = {
     "ajs": ("analytics-next", "analytics", "calls", {}),
+    "ajs_snippet": ("analytics-js-snippet", "analytics", "snippet", {}),
     "ajs_batching": ("analytics-next-batching", "analytics", "calls", {}),
     "rudder": ("rudderstack", "rudderAnalytics", "calls", {}),
     "rudder_beacon": ("rudderstack-beacon", "rudderAnalytics", "beacon", {}),
@@ -65,8 +68,40 @@ def configured(block: str, site: Site, project: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    with up_site(tmp_path_factory.mktemp("switch_up"), PROJECTS) as running:
+def segment_cdn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Segment's CDN for analytics.js's bundles: the npm package's own build, over HTTP.
+
+    The page's browser gets the bundles through the collector's redirect, which playwright
+    cannot intercept, so the collector is pointed here (TRACKLANE_SEGMENT_CDN).
+    """
+    root = tmp_path_factory.mktemp("segment_cdn")
+    (root / "analytics-next").mkdir()
+    (root / "analytics-next" / "bundles").symlink_to(
+        sdk_js.SDK / "node_modules" / "@segment" / "analytics-next" / "dist" / "umd")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+         "--directory", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _serving(f"{base}/analytics-next/"), 10, "mirror did not start")
+        yield base
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _serving(url: str) -> bool:
+    try:
+        return httpx.get(url).status_code < 500
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, segment_cdn: str) -> Iterator[Site]:
+    with up_site(tmp_path_factory.mktemp("switch_up"), PROJECTS,
+                 {"TRACKLANE_SEGMENT_CDN": segment_cdn}) as running:
         yield running
 
 
@@ -81,6 +116,15 @@ def test_browser_libraries_count_each_call_exactly_once(site: Site, project: str
         # Its settings from the collector, then one request per call on Segment's paths.
         assert {f"GET /v1/projects/{key}/settings", "POST /v1/p", "POST /v1/t",
                 "POST /v1/i"} <= set(report["requests"]), report
+    elif project == "ajs_snippet":
+        # Settings from the collector; the query-string bundle asked of it, and sent on.
+        assert {f"GET /v1/projects/{key}/settings", "POST /v1/p", "POST /v1/t"} <= set(
+            report["requests"]), report
+        assert any(r.startswith("GET /analytics-next/bundles/queryString.")
+                   for r in report["requests"]), report
+        expected = {**CALLS, "Promo Opened": 1}
+        assert site.counts_after_sentinel(project, list(expected)) == expected
+        return
     elif project == "ajs_batching":
         assert "POST /v1/b" in report["requests"], report
         assert not {"POST /v1/t", "POST /v1/p"} & set(report["requests"]), report

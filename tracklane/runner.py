@@ -258,6 +258,9 @@ def _banner(
         f"  browser SDK    <script src=\"{base}/sdk/tracklane.min.js\"></script>",
         f"                 <script>tracklane.init({{writeKey: \"{wk}\", endpoint: \"{base}\"}})"
         "</script>",
+        f"  Segment        analytics.js cdnURL \"{base}\"; mobile apiHost and cdnHost "
+        f"\"{settings.host}:{settings.port}/v1\"",
+        f"  RudderStack    dataPlaneUrl and configUrl \"{base}\"",
         f"  read stats     GET  {base}/v1/stats/minutes?event=page_view&from=...&to=...",
         "                 with 'Authorization: Bearer <read key>'",
         f"  metrics        {base}/metrics",

@@ -49,6 +49,8 @@ class CollectorConfig:
     # The collector's address as clients reach it, e.g. "https://t.example.com"; the
     # settings Segment's libraries fetch name it. Without it, the request's own host.
     public_url: str | None = None
+    # Where analytics.js's bundles are sent on to (see collector/client_config.py).
+    segment_cdn: str = "https://cdn.segment.com"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,9 @@ class Settings(BaseSettings):
     # The collector's public address (scheme and host), for the settings Segment's
     # libraries fetch; needed behind a proxy that rewrites Host or ends TLS.
     public_url: str | None = None
+    # Where analytics.js (loaded by Segment's snippet) gets its bundles from: Segment's CDN,
+    # or a mirror of it for a site that hosts analytics.js itself.
+    segment_cdn: str = "https://cdn.segment.com"
     retry_after_s: int = 5
     # A body not received within this is answered 408 (slow clients hold no slot forever).
     read_timeout_s: float = 10.0
@@ -177,6 +182,7 @@ class Settings(BaseSettings):
             default_rate_limit=RateLimit.of(self.rate_limit_events_per_s, self.rate_limit_burst)
             if self.rate_limit_events_per_s > 0 else None,
             public_url=self.public_url.rstrip("/") if self.public_url else None,
+            segment_cdn=self.segment_cdn.rstrip("/"),
         )
 
     def sink(self, assign_all: bool = False) -> SinkConfig:

@@ -29,14 +29,16 @@ async function bundle() {
   return result.outputFiles[0].text;
 }
 
-/** /page loads the bundle; /plain has no tracking (somewhere to navigate away to). */
+/** /page loads the bundle (or is the snippet); /plain has no tracking (somewhere to
+ * navigate away to). */
 function pages(script) {
   return (req, res) => {
     const path = new URL(req.url, "http://pages").pathname;
     if (path === "/vendor.js") {
       res.writeHead(200, { "Content-Type": "text/javascript" }).end(script);
     } else if (path === "/page" || path === "/plain") {
-      const tags = path === "/page" ? '<script src="/vendor.js"></script><a id="out" href="/plain">away</a>' : "";
+      const loader = script === null ? cfg.code : '<script src="/vendor.js"></script>';
+      const tags = path === "/page" ? `${loader}<a id="out" href="/plain">away</a>` : "";
       res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" })
         .end(`<!doctype html><title>Shop</title>${tags}`);
     } else {
@@ -45,14 +47,15 @@ function pages(script) {
   };
 }
 
-/** What a site does: a page view, `event` five times, then the visitor logs in. */
+/** What a site does: a page view (Segment's snippet makes its own), `event` five times,
+ * then the visitor logs in. */
 function calls(page) {
-  return page.evaluate(({ global, event }) => {
-    const lib = window.vendor[global];
-    lib.page();
+  return page.evaluate(({ global, event, snippet }) => {
+    const lib = snippet ? window[global] : window.vendor[global];
+    if (!snippet) lib.page();
     for (let i = 0; i < 5; i++) lib.track(event, { i });
     lib.identify("user-1", { plan: "pro" });
-  }, { global: cfg.global, event: cfg.event });
+  }, { global: cfg.global, event: cfg.event, snippet: scenario === "snippet" });
 }
 
 /** Resolves once everything `calls` sent is counted (exactness is checked by pytest). */
@@ -127,6 +130,21 @@ const browserScenarios = {
     return log;
   },
 
+  /** Segment's snippet, as README shows it, on a page reached from a campaign link
+   * (`ajs_event`), which makes analytics.js load its query-string bundle. The snippet
+   * loads analytics.js from Segment's CDN: here that is the npm package's own build. */
+  async snippet({ page, context, base }) {
+    const standalone = join(root, "node_modules/@segment/analytics-next/dist/umd/standalone.js");
+    await context.route("https://cdn.segment.com/analytics.js/v1/*/analytics.min.js",
+      (route) => route.fulfill({ path: standalone, contentType: "text/javascript" }));
+    const seen = watch(page);
+    await page.goto(`${base}/page?ajs_event=Promo%20Opened`);
+    await calls(page);
+    await allDelivered();
+    await delivered(cfg, "Promo Opened", 1);
+    return { requests: [...seen].sort() };
+  },
+
   /** RudderStack's beacon delivery: the calls leave by sendBeacon as the page is left. */
   async beacon({ page, base }) {
     const seen = watch(page);
@@ -166,7 +184,8 @@ async function node() {
 if (scenario === "node") {
   console.log(JSON.stringify(await node()));
 } else if (browserScenarios[scenario]) {
-  await main((ctx) => browserScenarios[scenario](ctx), pages(await bundle()));
+  const script = scenario === "snippet" ? null : await bundle();
+  await main((ctx) => browserScenarios[scenario](ctx), pages(script));
 } else {
   console.error(`unknown scenario ${scenario}; one of: node, ${Object.keys(browserScenarios).join(", ")}`);
   process.exit(2);
