@@ -19,7 +19,7 @@ from tracklane.runner import HttpServer
 
 pytestmark = pytest.mark.anyio
 
-KOTLIN_BATCH = Path(__file__).parent / "data" / "analytics_kotlin_batch.json"
+KOTLIN_BATCH = Path(__file__).parent / "fixtures" / "analytics_kotlin_batch.json"
 
 
 async def test_segment_settings_point_the_libraries_at_the_collector(

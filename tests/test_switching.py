@@ -28,7 +28,7 @@ from tracklane.broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-KOTLIN_BATCH = Path(__file__).parent / "data" / "analytics_kotlin_batch.json"
+KOTLIN_BATCH = Path(__file__).parent / "fixtures" / "analytics_kotlin_batch.json"
 LOCAL = "http://127.0.0.1:8080"
 SCRIPT = "e2e/switching.mjs"
 CALLS = {"page_view": 1, "Clicked": 5, "identify": 1}  # what e2e/switching.mjs's calls send
