@@ -4,22 +4,20 @@ a recorded analytics-kotlin upload: through a real collector socket, Tansu and t
 
 from __future__ import annotations
 
-import gzip
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 from clickhouse_connect.driver.client import Client
 
 from tests.pipeline import basic_auth, now_utc, pipeline_settings, poll, running_pipeline
+from tests.recorded import analytics_kotlin_upload
 from tracklane.broker import TansuBroker, free_port
 from tracklane.runner import HttpServer
 
 pytestmark = pytest.mark.anyio
 
-KOTLIN_BATCH = Path(__file__).parent / "fixtures" / "analytics_kotlin_batch.json"
 
 
 async def test_segment_settings_point_the_libraries_at_the_collector(
@@ -123,8 +121,7 @@ async def test_rudderstack_beacon_and_a_recorded_kotlin_upload_are_counted(
 
                 # analytics-kotlin's upload: its batch file as is, gzipped, streamed
                 # (chunked, no Content-Length), the key only in the body, no auth header.
-                body = gzip.compress(KOTLIN_BATCH.read_text().replace("TIMESTAMP", now)
-                                     .replace("WRITE_KEY", p.write_key).encode())
+                body = analytics_kotlin_upload(p.write_key, now)
 
                 async def stream() -> AsyncIterator[bytes]:
                     for at in range(0, len(body), 512):

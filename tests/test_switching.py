@@ -8,7 +8,6 @@ interpreter. Each scenario has its own project; counts are checked exactly.
 
 from __future__ import annotations
 
-import gzip
 import re
 import subprocess
 import sys
@@ -22,13 +21,13 @@ import httpx
 import pytest
 
 from tests import sdk_js
+from tests.recorded import analytics_kotlin_upload
 from tests.sdk_js import Site, up_site
 from tests.up_process import wait_for
 from tracklane.broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-KOTLIN_BATCH = Path(__file__).parent / "fixtures" / "analytics_kotlin_batch.json"
 LOCAL = "http://127.0.0.1:8080"
 SCRIPT = "e2e/switching.mjs"
 CALLS = {"page_view": 1, "Clicked": 5, "identify": 1}  # what e2e/switching.mjs's calls send
@@ -188,8 +187,7 @@ def test_mobile_hosts_from_readme_reach_settings_and_batch_upload(site: Site) ->
         assert settings.status_code == 200, settings.text
         assert settings.json()["integrations"]["Segment.io"]["apiKey"] == key
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        body = gzip.compress(KOTLIN_BATCH.read_text().replace("TIMESTAMP", now)
-                             .replace("WRITE_KEY", key).encode())
+        body = analytics_kotlin_upload(key, now)
         upload = http.post(f"http://{local['apiHost']}/b", content=body, headers={
             "Content-Type": "text/plain", "Content-Encoding": "gzip",
             "User-Agent": "analytics-kotlin/1.16.3"})
