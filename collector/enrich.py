@@ -86,7 +86,9 @@ def _device_type(user_agent: str, os_family: str, is_bot: bool) -> str:
 def anonymize_ip(raw: str) -> str:
     """Zero the host part: the last octet of IPv4, everything after the /48 of IPv6.
 
-    The raw address is never stored; this keeps coarse network location only.
+    The raw address is never stored; this keeps coarse network location only. An IPv6
+    address that carries the client's IPv4 (v4-mapped, 6to4's 2002::/16 and Teredo's
+    2001::/32) is anonymized as that IPv4: 6to4's /48 *is* the whole IPv4.
     """
     return _anonymize(raw.strip())
 
@@ -103,9 +105,10 @@ def _anonymize(raw: str) -> str:
     if ip is None:
         return ""
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is None:
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None:
             return str(ipaddress.IPv6Address(int(ip) & ~_V6_HOST))
-        ip = ip.ipv4_mapped
+        ip = embedded
     return str(ipaddress.IPv4Address(int(ip) & ~_V4_HOST))
 
 

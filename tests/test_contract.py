@@ -117,6 +117,11 @@ def test_kafka_bytes_are_the_validated_models_json() -> None:
 def test_ip_anonymization_and_user_agents() -> None:
     assert anonymize_ip("198.51.100.250") == "198.51.100.0"
     assert anonymize_ip("2001:db8:1234:5678::9") == "2001:db8:1234::"
+    # Addresses that carry the client's IPv4 are anonymized as that IPv4.
+    assert anonymize_ip("::ffff:203.0.113.77") == "203.0.113.0"
+    assert anonymize_ip("2002:cb00:714d::1") == "203.0.113.0"  # 6to4 of 203.0.113.77
+    # Teredo: server 65.54.227.120, client 192.0.2.45 (stored inverted).
+    assert anonymize_ip("2001:0:4136:e378:8000:63bf:3fff:fdd2") == "192.0.2.0"
     assert anonymize_ip("garbage") == ""
     iphone = parse_user_agent("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) "
                               "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 "
