@@ -30,6 +30,7 @@ from collector.body import (
     decode_json,
     read_body,
 )
+from collector.client_address import client_ip
 from collector.client_config import client_config_router
 from collector.delivery import Delivery, NotAccepted
 from collector.enrich import anonymize_ip, parse_user_agent
@@ -345,7 +346,7 @@ class _Ingest:
         metrics = deps.metrics
         metrics.received.labels(route).inc(len(raw_events))
         received_at = deps.clock()
-        request_ip = _client_ip(request, deps.config.trust_forwarded_for)
+        request_ip = client_ip(request, deps.config.trusted_proxies)
         request_ua = request.headers.get("user-agent", "")
         browser = is_browser_request(route, request.headers)
         records: list[tuple[bytes, bytes]] = []
@@ -435,7 +436,7 @@ class _Ingest:
     def _cookieless_id(self, request: Request, project: Project) -> str:
         """A daily-rotating id from IP and user agent, for pixel hits without an anonymous id."""
         day = self._deps.clock().date().isoformat()
-        ip = _client_ip(request, self._deps.config.trust_forwarded_for)
+        ip = client_ip(request, self._deps.config.trusted_proxies)
         ua = request.headers.get("user-agent", "")
         digest = hashlib.sha256(
             b"|".join([self._deps.pixel_salt, day.encode(), project.id.encode(), ip.encode(),
@@ -466,14 +467,6 @@ def _held_bytes(request: Request, limit: int) -> int:
     if encoding in ("", "identity") and declared is not None:
         return min(declared, limit)
     return limit
-
-
-def _client_ip(request: Request, trust_forwarded_for: bool) -> str:
-    if trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
-    return request.client.host if request.client else ""
 
 
 def _cors(request: Request) -> dict[str, str]:

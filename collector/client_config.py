@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from collector import openapi
 from collector.body import RequestError, basic_username
+from collector.client_address import client_scheme
 from tracklane.projects import Project, Projects
 from tracklane.settings import CollectorConfig
 
@@ -39,10 +40,8 @@ def public_base(request: Request, config: CollectorConfig) -> str:
     """The collector's address as the client reached it: ``scheme://host[:port]``."""
     if config.public_url:
         return config.public_url
-    scheme = request.url.scheme
-    if config.trust_forwarded_for:
-        # A TLS-terminating proxy: the browser spoke https, whatever reached us.
-        scheme = request.headers.get("x-forwarded-proto", scheme).split(",")[0].strip()
+    # Behind a TLS-terminating proxy the browser spoke https, whatever reached us.
+    scheme = client_scheme(request, config.trusted_proxies)
     host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
     return f"{scheme}://{host}"
 

@@ -540,8 +540,8 @@ allowed_origins = ["{ORIGIN}"]
 """)
     shop, plain = load_projects(path).projects
 
-    # Behind a proxy that names the client in X-Forwarded-For.
-    settings = pipeline_settings(broker.bootstrap_servers, trust_forwarded_for=True)
+    # Behind a proxy (the test client's address) that names the client in X-Forwarded-For.
+    settings = pipeline_settings(broker.bootstrap_servers, trusted_proxies="198.51.100.23")
     t0 = now_utc() - timedelta(minutes=5)
     # Browsers: (anonymous id, user id, client address, extra context, reason in shop).
     visitors = [

@@ -114,6 +114,9 @@ class HttpServer:
                  header_timeout_s: float = 10.0) -> None:
         self._server = _Server(uvicorn.Config(
             app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
+            # uvicorn would believe X-Forwarded-* from loopback; the collector decides
+            # whom to believe (TRACKLANE_TRUSTED_PROXIES).
+            proxy_headers=False,
             http=with_header_timeout(header_timeout_s),
             # In-flight requests get this long to finish once stopping; then they are cut.
             timeout_graceful_shutdown=max(1, int(graceful_s)),

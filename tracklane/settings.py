@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from collector.client_address import Network, parse_trusted_proxies
 from collector.spool import SpoolConfig
 from tracklane.contract import TimeLimits
 from tracklane.projects import RateLimit
@@ -40,7 +41,8 @@ class CollectorConfig:
     max_body_bytes: int
     max_event_bytes: int
     time_limits: TimeLimits
-    trust_forwarded_for: bool
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (none by default).
+    trusted_proxies: tuple[Network, ...]
     retry_after_s: int
     read_timeout_s: float = 10.0
     max_inflight_requests: int = 512
@@ -105,7 +107,10 @@ class Settings(BaseSettings):
     max_event_bytes: int = 32 * 1024
     max_future_s: int = 3600
     max_past_days: int = 90
-    trust_forwarded_for: bool = False
+    # Comma-separated addresses or CIDR ranges of the reverse proxies in front of the
+    # collector. Only a request from one of them has its X-Forwarded-For and
+    # X-Forwarded-Proto read; none by default, loopback included.
+    trusted_proxies: str = ""
     # The collector's public address (scheme and host), for the settings Segment's
     # libraries fetch; needed behind a proxy that rewrites Host or ends TLS.
     public_url: str | None = None
@@ -139,6 +144,12 @@ class Settings(BaseSettings):
     alerts_file: Path | None = None
 
     log_level: str = "INFO"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, value: str) -> str:
+        parse_trusted_proxies(value.split(","))  # TrustedProxiesError is a ValueError
+        return value
 
     def resolved_projects_file(self) -> Path:
         return self.projects_file or self.data_dir / "projects.toml"
@@ -174,7 +185,7 @@ class Settings(BaseSettings):
                 max_future=timedelta(seconds=self.max_future_s),
                 max_past=timedelta(days=self.max_past_days),
             ),
-            trust_forwarded_for=self.trust_forwarded_for,
+            trusted_proxies=parse_trusted_proxies(self.trusted_proxies.split(",")),
             retry_after_s=self.retry_after_s,
             read_timeout_s=self.read_timeout_s,
             max_inflight_requests=self.max_inflight_requests,
