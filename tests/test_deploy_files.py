@@ -7,12 +7,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from alerts.rules import load_rules
 from alerts.service import check_projects
-from tracklane.cli import _parser
-from tracklane.projects import load_projects
+from tracklane.cli import _parser, main
+from tracklane.projects import ProjectsFileError, load_projects, new_keys
 from tracklane.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,9 +55,17 @@ def test_compose_environment_names_real_settings() -> None:
     assert settings.kafka().bootstrap_servers == "kafka:9092"
 
 
-def test_compose_projects_and_alerts_files_are_valid() -> None:
-    projects = load_projects(ROOT / "deploy" / "projects.toml")
-    assert projects.by_write_key("wk_demo") is not None
+def test_compose_projects_and_alerts_files_are_valid(tmp_path: Path) -> None:
+    # The sample's keys are public: refused until replaced.
+    sample = (ROOT / "deploy" / "projects.toml").read_text()
+    with pytest.raises(ProjectsFileError, match="still has the sample key"):
+        load_projects(ROOT / "deploy" / "projects.toml")
+    write_key, read_key = new_keys()
+    edited = tmp_path / "projects.toml"
+    edited.write_text(sample.replace("wk_REPLACE_ME", write_key)
+                      .replace("rk_REPLACE_ME", read_key))
+    projects = load_projects(edited)
+    assert projects.by_write_key(write_key) is not None
     rules = load_rules(ROOT / "deploy" / "alerts.yaml")
     check_projects(rules, {p.id for p in projects.projects})
     alerts = compose()["services"]["alerts"]
@@ -154,6 +163,26 @@ def test_compose_stack_is_consistent() -> None:
             "./grafana/dashboards:/etc/grafana/dashboards:ro"} <= set(grafana["volumes"])
 
 
+def test_compose_publishes_only_the_collector_and_grafana() -> None:
+    services = compose()["services"]
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"collector", "grafana"}
+    # No default admin password: compose refuses to start without one.
+    password = str(_env(services["grafana"])["GF_SECURITY_ADMIN_PASSWORD"])
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", password), password
+
+
+def test_keys_prints_a_block_the_projects_file_takes(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "--project", "shop"]) == 0
+    block = capsys.readouterr().out
+    (tmp_path / "projects.toml").write_text(block)
+    (project,) = load_projects(tmp_path / "projects.toml").projects
+    assert project.id == "shop" and project.write_keys[0].startswith("wk_")
+    assert main(["keys", "--project", "shop"]) == 0
+    assert capsys.readouterr().out != block  # fresh every time
+
+
 def test_prometheus_scrapes_every_service_where_it_serves_metrics() -> None:
     services = compose()["services"]
     config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
@@ -179,7 +208,6 @@ def test_grafana_reads_the_compose_clickhouse_with_its_credentials() -> None:
     clickhouse_env = _env(services["clickhouse"])
     assert ch["jsonData"]["host"] in services and ch["jsonData"]["host"] == "clickhouse"
     assert ch["jsonData"]["protocol"] == "http"
-    assert f"{ch['jsonData']['port']}:{ch['jsonData']['port']}" in services["clickhouse"]["ports"]
     assert ch["jsonData"]["username"] == clickhouse_env["CLICKHOUSE_USER"]
     assert ch["secureJsonData"]["password"] == clickhouse_env["CLICKHOUSE_PASSWORD"]
     # The stream writes where Grafana reads.
@@ -217,7 +245,8 @@ def test_alerts_notify_the_compose_alertmanager() -> None:
     rules = load_rules(ROOT / "deploy" / "alerts.yaml")
     managers = [n for n in rules.notifiers if n.kind == "alertmanager"]
     assert managers and all(n.url == "http://alertmanager:9093" for n in managers)
-    assert "9093:9093" in services["alertmanager"]["ports"]
+    # Reached on the compose network (alertmanager listens on 9093 by default).
+    assert "--web.listen-address" not in " ".join(services["alertmanager"]["command"])
     assert services["alerts"]["depends_on"]["alertmanager"]["condition"] == "service_healthy"
     config = yaml.safe_load((ROOT / "deploy" / "alertmanager.yml").read_text())
     receivers = {r["name"] for r in config["receivers"]}

@@ -17,7 +17,7 @@ from store.migrate import MigrationError
 from stream.faults import FaultSpecError
 from tracklane.broker import BrokerStartError
 from tracklane.logs import setup_logging
-from tracklane.projects import ProjectsFileError
+from tracklane.projects import Project, ProjectsFileError, new_keys, project_toml
 from tracklane.settings import Settings
 
 
@@ -51,19 +51,27 @@ def _parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="apply store migrations")
     migrate.add_argument("--store", dest="store_dsn", help="store DSN")
+
+    keys = sub.add_parser("keys", help="print a projects-file block with fresh keys")
+    keys.add_argument("--project", default="default", help="the project id (default: default)")
     return parser
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {
         k: v for k, v in vars(args).items()
-        if k not in ("command", "assign_all") and v is not None
+        if k not in ("command", "assign_all", "project") and v is not None
     }
     return Settings(**overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "keys":
+        write_key, read_key = new_keys()
+        print(project_toml(Project(id=args.project, write_keys=[write_key],
+                                   read_keys=[read_key], allowed_origins=["*"])), end="")
+        return 0
     try:
         settings = load_settings(args)
     except ValidationError as exc:

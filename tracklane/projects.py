@@ -166,6 +166,10 @@ class Projects:
         return found
 
 
+# What the shipped sample files put where a key goes (deploy/projects.toml).
+SAMPLE_KEY_MARK = "REPLACE_ME"
+
+
 def load_projects(path: Path) -> Projects:
     try:
         data = tomllib.loads(path.read_text())
@@ -182,26 +186,43 @@ def load_projects(path: Path) -> Projects:
     ids = [p.id for p in parsed.project]
     if len(set(ids)) != len(ids):
         raise ProjectsFileError(f"{path}: project ids must be unique")
+    for project in parsed.project:
+        for key in (*project.write_keys, *project.read_keys):
+            if SAMPLE_KEY_MARK in key:
+                # A key copied from a sample is known to everyone who read the sample.
+                raise ProjectsFileError(
+                    f"{path}: project {project.id!r} still has the sample key {key!r}; "
+                    "put fresh keys in (`tracklane keys` prints a pair)")
     return Projects(tuple(parsed.project))
+
+
+def new_keys() -> tuple[str, str]:
+    """A fresh write key and read key."""
+    return f"wk_{secrets.token_urlsafe(16)}", f"rk_{secrets.token_urlsafe(24)}"
+
+
+def project_toml(project: Project) -> str:
+    """One project's ``[[project]]`` block, keys and origins only."""
+    def strings(values: list[str]) -> str:
+        return ", ".join(f'"{v}"' for v in values)
+
+    return (
+        "[[project]]\n"
+        f'id = "{project.id}"\n'
+        f"write_keys = [{strings(project.write_keys)}]  # public: goes into web pages\n"
+        f"read_keys = [{strings(project.read_keys)}]  # secret: for the read API\n"
+        f"allowed_origins = [{strings(project.allowed_origins)}]\n"
+    )
 
 
 def write_default_projects(path: Path, project_id: str = "default") -> Project:
     """Create a projects file with one project and fresh random keys."""
-    project = Project(
-        id=project_id,
-        write_keys=[f"wk_{secrets.token_urlsafe(16)}"],
-        read_keys=[f"rk_{secrets.token_urlsafe(24)}"],
-        allowed_origins=["*"],
-    )
+    write_key, read_key = new_keys()
+    project = Project(id=project_id, write_keys=[write_key], read_keys=[read_key],
+                      allowed_origins=["*"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         "# Tracklane projects. Write keys are public (they go into web pages);\n"
-        "# read keys are secrets for the read API.\n"
-        "[[project]]\n"
-        f'id = "{project.id}"\n'
-        f'write_keys = ["{project.write_keys[0]}"]\n'
-        f'read_keys = ["{project.read_keys[0]}"]\n'
-        'allowed_origins = ["*"]\n'
-    )
+        "# read keys are secrets for the read API.\n" + project_toml(project))
     path.chmod(0o600)
     return project
