@@ -218,7 +218,8 @@ def create_app(deps: CollectorDeps) -> FastAPI:
     app.include_router(read_router(deps.projects, deps.store, deps.metrics))
     app.include_router(alerts_router(deps.projects, deps.store, deps.clock))
     app.include_router(query_router(deps.projects, deps.store))
-    app.include_router(users_router(deps.projects, deps.store, deps.clock))
+    app.include_router(users_router(deps.projects, deps.store, deps.clock,
+                                    deps.config.audit_key))
     app.include_router(persons_router(deps.projects, deps.store))
     app.include_router(client_config_router(deps.projects, deps.config))
     app.include_router(sdk_router(deps.sdk_dir or default_sdk_dir()))

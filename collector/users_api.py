@@ -76,7 +76,8 @@ def key_fingerprint(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def users_router(projects: Projects, store: Client | None, clock: Clock) -> APIRouter:
+def users_router(projects: Projects, store: Client | None, clock: Clock,
+                 audit_key: bytes) -> APIRouter:
     router = APIRouter(prefix="/v1/users", tags=["users"])
 
     def auth(request: Request) -> Caller:
@@ -91,10 +92,13 @@ def users_router(projects: Projects, store: Client | None, clock: Clock) -> APIR
     async def erase(caller: Annotated[Caller, Depends(auth)], user_id: str) -> dict[str, Any]:
         """Erase a user's events, their anonymous ids' events, links and aggregate shares."""
         client = path_id(user_id, "user_id", "invalid_user_id", store)
+        if not audit_key:
+            raise RequestError(503, "erasure_unavailable", "this collector has no secret "
+                               "for the erasure audit: set TRACKLANE_SECRET")
         try:
             done = await asyncio.to_thread(
                 erase_user, client, caller.project.id, user_id,
-                requested_by=caller.key_fingerprint, requested_at=clock())
+                requested_by=caller.key_fingerprint, requested_at=clock(), audit_key=audit_key)
         except Exception:
             log.exception("erasure failed", extra={"project": caller.project.id})
             raise RequestError(503, "erasure_failed", "the erasure did not complete; "

@@ -46,13 +46,15 @@ one (a retried erasure rebuilds the very rows of the failed attempt): re-inserts
 ``insert_deduplicate = 0`` and, for servers where ``deduplicate_insert`` supersedes that, a
 deduplication token unique to the attempt, so they are never dropped as replays.
 
-One audit row per request goes to ``erasures`` (migration 0011): a SHA-256 of the user id,
-never the id, and the counts, never the affected days.
+One audit row per request goes to ``erasures`` (migration 0011): an HMAC of the user id
+under the install's secret (``TRACKLANE_SECRET``), never the id, and the counts, never the
+affected days.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import threading
 import uuid
@@ -160,13 +162,17 @@ class Erasure:
     sessions_rebuilt: int
 
 
-def user_hash(user_id: str) -> str:
-    """What the audit keeps instead of the user id: its SHA-256, in hex."""
-    return hashlib.sha256(user_id.encode()).hexdigest()
+def user_hash(user_id: str, key: bytes) -> str:
+    """What the audit keeps instead of the user id: its HMAC-SHA-256 under the install's
+    secret, in hex. A plain hash of an email or a numeric id is undone by guessing; the
+    key makes the hash answer only "was this id erased?" for someone who holds it."""
+    if not key:
+        raise ValueError("the audit key is empty")
+    return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()
 
 
 def erase_user(client: Client, project_id: str, user_id: str, *, requested_by: str,
-               requested_at: datetime) -> Erasure:
+               requested_at: datetime, audit_key: bytes) -> Erasure:
     """Erase ``user_id`` from ``project_id`` (see the module docstring); audit and report it.
 
     A user with no events is not an error: the erasure is audited with zero counts.
@@ -195,7 +201,7 @@ def erase_user(client: Client, project_id: str, user_id: str, *, requested_by: s
             client.command(f"ALTER TABLE events DELETE WHERE {_ERASED}", parameters=params,
                            settings=_MUTATION)
         erasure = Erasure(
-            erasure_id=erasure_id, project_id=project_id, user_hash=user_hash(user_id),
+            erasure_id=erasure_id, project_id=project_id, user_hash=user_hash(user_id, audit_key),
             requested_at=requested_at, requested_by=requested_by, events_deleted=int(events),
             anonymous_ids=len(params["anon"]), days_rebuilt=int(days),
             minutes_rebuilt=int(minutes), sessions_rebuilt=int(sessions),

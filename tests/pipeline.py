@@ -36,12 +36,16 @@ def new_project(prefix: str = "p") -> Project:
                    allowed_origins=["https://shop.example"])
 
 
+# The install secret of in-process test collectors (keys the erasure audit).
+TEST_SECRET = "test-install-secret"
+
+
 def pipeline_settings(bootstrap: str, **overrides: Any) -> Settings:
     tag = uuid.uuid4().hex[:8]
     base: dict[str, Any] = {
         "kafka_bootstrap": bootstrap, "topic": f"events-{tag}", "topic_partitions": 2,
         "consumer_group": f"sink-{tag}", "batch_max_wait_ms": 50, "progress_interval_s": 0.2,
-        "produce_timeout_s": 3.0, "retry_after_s": 7,
+        "produce_timeout_s": 3.0, "retry_after_s": 7, "secret": TEST_SECRET,
     }
     return Settings(**{**base, **overrides})
 

@@ -8,9 +8,10 @@ expected number is computed in plain Python from the events as sent, never from 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -27,7 +28,7 @@ from collector.users_api import key_fingerprint
 from store.migrate import RetentionConfig, apply_retention, project_retention
 from store.queries import insert_events
 from tests.analytics_data import CRAWLER, DESKTOP, PHONE, Agent
-from tests.pipeline import pipeline_settings
+from tests.pipeline import TEST_SECRET, pipeline_settings
 from tracklane.contract import (
     TYPE_EVENT_NAMES,
     ExclusionReason,
@@ -37,6 +38,7 @@ from tracklane.contract import (
     envelope_to_row,
     parse_message,
 )
+from tracklane.install_secret import install_secret
 from tracklane.metrics import Metrics
 from tracklane.projects import Project, Projects, ProjectsFileError, load_projects
 
@@ -345,7 +347,7 @@ async def test_unknown_user_succeeds_with_zeros_and_is_audited(
                     "anonymous_ids_erased": 0, "days_rebuilt": 0, "minutes_rebuilt": 0,
                     "sessions_rebuilt": 0}
     row = audit_row(store, body["erasure_id"])
-    assert row["user_hash"] == hashlib.sha256(b"nobody/here").hexdigest()
+    assert row["user_hash"] == keyed(b"nobody/here")
     assert row["project_id"] == world.shop.id and row["events_deleted"] == 0
     assert stored_ids(store, world.shop.id) == {e.message_id for e in world.shop_events}
 
@@ -433,7 +435,8 @@ async def test_erasure_removes_the_user_and_their_share_of_every_aggregate(
     # The audit keeps a hash and counts: neither the id nor the key.
     row = audit_row(store, body["erasure_id"])
     assert row["project_id"] == shop.id
-    assert row["user_hash"] == hashlib.sha256(b"alice").hexdigest()
+    assert row["user_hash"] == keyed(b"alice")
+    assert row["user_hash"] != hashlib.sha256(b"alice").hexdigest()
     assert row["requested_by"] == key_fingerprint(key)
     assert _utc(row["requested_at"]) == datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
     assert (row["events_deleted"], row["anonymous_ids"], row["days_rebuilt"],
@@ -539,6 +542,11 @@ async def test_a_retry_after_the_links_were_rebuilt_still_erases_what_was_theirs
     assert stored_links(store, project.id) == expected_links(left) == {"shared": "u2"}
 
 
+def keyed(user_id: bytes) -> str:
+    """The audit's hash: HMAC-SHA-256 under the install secret."""
+    return hmac.new(TEST_SECRET.encode(), user_id, hashlib.sha256).hexdigest()
+
+
 # Per-project retention.
 
 def test_project_retention_days_is_validated(tmp_path: Path) -> None:
@@ -598,3 +606,24 @@ def test_a_project_keeps_its_own_retention(store: Client) -> None:
         apply_retention(store, SESSION_RETENTION)
     assert "project_id" not in store.query("SHOW CREATE TABLE events").result_rows[0][0].split(
         "TTL", 1)[1].split("SETTINGS")[0]
+
+
+def test_the_install_secret_is_created_once_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "secret"
+    first = install_secret(path)
+    assert len(first) == 64 and install_secret(path) == first
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.write_text("")
+    with pytest.raises(ValueError, match="TRACKLANE_SECRET"):
+        install_secret(path)
+
+
+async def test_a_collector_without_a_secret_refuses_erasure(store: Client) -> None:
+    project = new_project("erase_nokey")
+    config = replace(pipeline_settings("127.0.0.1:9").collector(), audit_key=b"")
+    deps = CollectorDeps(config, Projects((project,)), cast(Delivery, None), Metrics(), store)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(deps)),
+                                 base_url="http://c") as http:
+        response = await http.delete("/v1/users/u1", headers=bearer(project.read_keys[0]))
+    assert response.status_code == 503
+    assert response.json()["error"] == "erasure_unavailable"

@@ -31,9 +31,10 @@ from store.migrate import RetentionConfig, migrate, project_retention
 from stream.consumer import StreamService
 from tracklane.broker import TansuBroker
 from tracklane.clock import utc_now
+from tracklane.install_secret import install_secret
 from tracklane.metrics import Metrics
 from tracklane.projects import Project, Projects, load_projects, write_default_projects
-from tracklane.settings import KafkaConfig, Settings
+from tracklane.settings import CollectorConfig, KafkaConfig, Settings
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ async def run_collector(settings: Settings) -> None:
     ingest_log = IngestLog(store, utc_now) if store is not None else None
     identities = (IdentityMapReloader(store, settings.identity_reload_s)
                   if store is not None else None)
-    deps = CollectorDeps(settings.collector(), projects, delivery, metrics, store,
+    deps = CollectorDeps(_collector_config(settings), projects, delivery, metrics, store,
                          sdk_dir=settings.sdk_dir, ingest_log=ingest_log)
     http = HttpServer(create_app(deps), settings.host, settings.port,
                       settings.shutdown_timeout_s / 2, settings.read_timeout_s)
@@ -242,6 +243,14 @@ def _alerts_line(settings: Settings, alerts: AlertsConfig | None) -> str:
     if alerts is None:
         return "off (set TRACKLANE_ALERTS_FILE to a rules file)"
     return f"{len(alerts.rules.rules)} rules from {settings.alerts_file}"
+
+
+def _collector_config(settings: Settings) -> CollectorConfig:
+    config = settings.collector()
+    if config.audit_key:
+        return config
+    # No TRACKLANE_SECRET: one kept in the data directory (`up`, or a lone collector).
+    return replace(config, audit_key=install_secret(settings.data_dir / "secret"))
 
 
 def _banner(
@@ -309,7 +318,7 @@ async def run_up(settings: Settings) -> None:
         service = StreamService(kafka, settings.sink(assign_all=True), client, metrics)
         await service.start()
         ingest_log = IngestLog(client, utc_now)
-        deps = CollectorDeps(settings.collector(), projects, delivery, metrics, client,
+        deps = CollectorDeps(_collector_config(settings), projects, delivery, metrics, client,
                              sdk_dir=settings.sdk_dir, ingest_log=ingest_log)
         http = HttpServer(create_app(deps), settings.host, settings.port,
                       settings.shutdown_timeout_s / 2, settings.read_timeout_s)

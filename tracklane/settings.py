@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from collector.client_address import Network, parse_trusted_proxies
@@ -53,6 +53,8 @@ class CollectorConfig:
     public_url: str | None = None
     # Where analytics.js's bundles are sent on to (see collector/client_config.py).
     segment_cdn: str = "https://cdn.segment.com"
+    # Keys the erasure audit's hash of each erased user id (see store/erasure.py).
+    audit_key: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,9 @@ class Settings(BaseSettings):
     # collector. Only a request from one of them has its X-Forwarded-For and
     # X-Forwarded-Proto read; none by default, loopback included.
     trusted_proxies: str = ""
+    # The install's secret (keys the erasure audit's hashes). The same on every collector;
+    # unset, `up` and a lone collector keep one in <data dir>/secret.
+    secret: SecretStr = SecretStr("")
     # The collector's public address (scheme and host), for the settings Segment's
     # libraries fetch; needed behind a proxy that rewrites Host or ends TLS.
     public_url: str | None = None
@@ -194,6 +199,7 @@ class Settings(BaseSettings):
             if self.rate_limit_events_per_s > 0 else None,
             public_url=self.public_url.rstrip("/") if self.public_url else None,
             segment_cdn=self.segment_cdn.rstrip("/"),
+            audit_key=self.secret.get_secret_value().encode(),
         )
 
     def sink(self, assign_all: bool = False) -> SinkConfig:
