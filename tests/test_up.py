@@ -89,3 +89,41 @@ def test_up_then_curl_and_pixel_show_exact_counts(tmp_path: Path) -> None:
         assert load_projects(tmp_path / "data" / "projects.toml").projects[0] == project
         assert stats(base, read_key, "checkout") == EVENTS
         assert stats(base, read_key, "page_view") == PIXELS
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The live child processes of ``pid``: pid -> command name."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:]
+        state, ppid = rest.split()[:2]
+        if int(ppid) == pid and state != "Z":
+            found[int(entry.name)] = name
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_sigkilled_up_takes_its_broker_along_and_starts_again(tmp_path: Path) -> None:
+    port = free_port()
+    with tracklane_up(tmp_path, port) as process:
+        brokers = [pid for pid, name in _children(process.pid).items()
+                   if name.startswith("tansu")]
+        assert len(brokers) == 1, _children(process.pid)
+        process.kill()
+        process.wait(10)
+        wait_for(lambda: not _alive(brokers[0]), 10, "the broker outlived up")
+    # Nothing the killed process left behind stops the next start on the same data dir.
+    with tracklane_up(tmp_path, port):
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
