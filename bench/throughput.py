@@ -84,6 +84,8 @@ class Children:
     def env(self, **settings: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKLANE_")}
         env.update({f"TRACKLANE_{k.upper()}": v for k, v in settings.items()})
+        # One load generator is one client: the per-client limit would measure itself.
+        env.setdefault("TRACKLANE_CLIENT_RATE_LIMIT_EVENTS_PER_S", "0")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         return env
 

@@ -374,7 +374,7 @@ class _Ingest:
             )
         try:
             self._limiter.check(project.id, project.rate_limit(deps.config.default_rate_limit),
-                                len(records))
+                                len(records), request_ip, deps.config.client_rate_limit)
         except RequestError as err:
             metrics.rejected.labels(err.code).inc(len(records))
             if deps.ingest_log is not None:

@@ -1,4 +1,5 @@
-"""Load shedding: per-project rate limits (429) and a bound on work in flight (503).
+"""Load shedding: rate limits per client and per project (429), and a bound on work in
+flight (503).
 
 Both answer at once with ``Retry-After`` instead of queueing: a queue in memory is how a
 collector under overload grows until it is killed, losing what it held.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from collector.body import RequestError
@@ -16,47 +18,76 @@ from tracklane.projects import RateLimit
 
 
 class TokenBucket:
-    """Tokens refill at ``rate`` up to ``burst``. A request may take more than is left
-    (a 100-event batch against 50 tokens) and leaves the bucket in debt, so a large batch is
-    never refused forever; the next request waits until the debt is paid."""
+    """Tokens refill at ``rate`` up to ``burst``. A request is admitted whole or refused
+    whole: never into debt, so no later sender waits for someone else's big batch. A batch
+    larger than the bucket costs the whole bucket (it passes when the bucket is full)."""
 
     def __init__(self, limit: RateLimit, now: float) -> None:
         self._limit = limit
         self._tokens = limit.burst
         self._updated = now
 
-    def take(self, n: int, now: float) -> float:
-        """Take ``n`` tokens and return 0, or return the seconds until a request may pass."""
+    def wait(self, n: int, now: float) -> float:
+        """Seconds until ``n`` events may pass (0: now), taking nothing."""
         rate = self._limit.events_per_s
         self._tokens = min(self._limit.burst, self._tokens + (now - self._updated) * rate)
         self._updated = now
-        if self._tokens < 1:
-            return (1 - self._tokens) / rate
-        self._tokens -= n
-        return 0.0
+        cost = min(float(n), self._limit.burst)
+        return 0.0 if self._tokens >= cost else (cost - self._tokens) / rate
+
+    def take(self, n: int) -> None:
+        """Take what ``wait`` just allowed."""
+        self._tokens -= min(float(n), self._limit.burst)
 
 
 class RateLimiter:
-    """One token bucket per project, created on first use."""
+    """Token buckets per project and per (project, client address), created on first use.
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    The client's bucket keeps one abuser holding a project's public write key from
+    starving the project's other visitors; the project's bucket, when one is configured,
+    bounds the project as a whole. A request must fit both, and takes from both only
+    then. Client buckets are kept for the ``max_clients`` most recent addresses: a
+    forgotten one starts full again, as an idle one would be.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 max_clients: int = 65536) -> None:
         self._clock = clock
+        self._max_clients = max_clients
         self._buckets: dict[str, tuple[RateLimit, TokenBucket]] = {}
+        self._clients: OrderedDict[tuple[str, str], tuple[RateLimit, TokenBucket]] = (
+            OrderedDict())
 
-    def check(self, project_id: str, limit: RateLimit | None, n: int) -> None:
-        """Raise a 429 ``RequestError`` when the project is over its limit."""
-        if limit is None:
-            return
+    def check(self, project_id: str, limit: RateLimit | None, n: int,
+              client: str = "", client_limit: RateLimit | None = None) -> None:
+        """Admit ``n`` events, or raise a 429 ``RequestError`` saying when to retry."""
         now = self._clock()
-        held = self._buckets.get(project_id)
-        if held is None or held[0] != limit:  # new project, or its limit was changed
-            held = (limit, TokenBucket(limit, now))
-            self._buckets[project_id] = held
-        wait = held[1].take(n, now)
-        if wait > 0:
-            raise RequestError(429, "rate_limited",
-                               f"over the project's limit of {limit.events_per_s:g} events/s",
-                               retry_after=max(1, math.ceil(wait)))
+        held: list[tuple[str, RateLimit, TokenBucket]] = []
+        if client_limit is not None:
+            key = (project_id, client)
+            bucket = self._clients.get(key)
+            if bucket is None or bucket[0] != client_limit:
+                bucket = (client_limit, TokenBucket(client_limit, now))
+                self._clients[key] = bucket
+                if len(self._clients) > self._max_clients:
+                    self._clients.popitem(last=False)
+            self._clients.move_to_end(key)
+            held.append(("this client's", *bucket))
+        if limit is not None:
+            found = self._buckets.get(project_id)
+            if found is None or found[0] != limit:  # new project, or its limit was changed
+                found = (limit, TokenBucket(limit, now))
+                self._buckets[project_id] = found
+            held.append(("the project's", *found))
+        for whose, rate, tokens in held:
+            wait = tokens.wait(n, now)
+            if wait > 0:
+                raise RequestError(
+                    429, "rate_limited",
+                    f"over {whose} limit of {rate.events_per_s:g} events/s",
+                    retry_after=max(1, math.ceil(wait)))
+        for _, _, tokens in held:
+            tokens.take(n)
 
 
 class InflightLimit:

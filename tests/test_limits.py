@@ -24,19 +24,26 @@ from tracklane.projects import RateLimit
 pytestmark = pytest.mark.anyio
 
 
-def test_token_bucket_refills_at_its_rate_and_lets_a_big_batch_go_into_debt() -> None:
+def test_token_bucket_admits_whole_or_refuses_whole_and_never_goes_into_debt() -> None:
     bucket = TokenBucket(RateLimit(events_per_s=4, burst=8), now=0.0)
-    assert bucket.take(8, 0.0) == 0.0
-    assert bucket.take(1, 0.0) == 0.25
-    assert bucket.take(1, 0.25) == 0.0
-    assert bucket.take(1, 0.5) == 0.0
-    # 100 events against 1 token: admitted, and the bucket owes 99.
-    assert bucket.take(100, 0.75) == 0.0
-    assert bucket.take(1, 0.75) == 25.0
-    assert bucket.take(1, 25.75) == 0.0
+    assert bucket.wait(8, 0.0) == 0.0
+    bucket.take(8)
+    assert bucket.wait(1, 0.0) == 0.25
+    assert bucket.wait(1, 0.25) == 0.0
+    bucket.take(1)
+    # 6 events against 1 token: refused whole, told the time until 6 are there...
+    assert bucket.wait(6, 0.5) == 1.25
+    # ...and nothing was taken: the next small request passes at once.
+    assert bucket.wait(1, 0.5) == 0.0
+    bucket.take(1)
+    # A batch larger than the bucket passes when the bucket is full, and costs all of it:
+    # the next sender waits for one token, not for 92 owed.
+    assert bucket.wait(100, 10.0) == 0.0
+    bucket.take(100)
+    assert bucket.wait(1, 10.0) == 0.25
 
 
-def test_rate_limiter_is_per_project_and_says_when_to_retry() -> None:
+def test_rate_limiter_is_per_client_and_per_project_and_says_when_to_retry() -> None:
     now = [0.0]
     limiter = RateLimiter(lambda: now[0])
     limit = RateLimit(events_per_s=2, burst=2)
@@ -49,6 +56,26 @@ def test_rate_limiter_is_per_project_and_says_when_to_retry() -> None:
     limiter.check("a", None, 1000)  # no limit, no bucket
     now[0] = 0.5
     limiter.check("a", limit, 1)
+
+    # Per client: a flood from one address is refused, its neighbour is not.
+    client = RateLimit(events_per_s=10, burst=20)
+    limiter.check("c", None, 20, "198.51.100.1", client)
+    with pytest.raises(RequestError) as flood:
+        limiter.check("c", None, 5, "198.51.100.1", client)
+    assert flood.value.retry_after == 1 and "client" in flood.value.message
+    limiter.check("c", None, 20, "198.51.100.2", client)
+    # A client under its limit is still held to the project's; refused, it loses nothing.
+    project = RateLimit(events_per_s=1, burst=25)
+    limiter.check("d", project, 20, "198.51.100.3", client)
+    with pytest.raises(RequestError) as whole:
+        limiter.check("d", project, 10, "198.51.100.4", client)
+    assert "project" in whole.value.message and whole.value.retry_after == 5
+    limiter.check("d", project, 5, "198.51.100.4", client)
+    # Client buckets are bounded: the oldest address is forgotten (and starts full).
+    small = RateLimiter(lambda: now[0], max_clients=2)
+    for address in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+        small.check("e", None, 20, address, client)
+    small.check("e", None, 20, "192.0.2.1", client)
 
 
 def test_inflight_limit_counts_requests_and_bytes() -> None:
@@ -77,7 +104,8 @@ async def test_a_project_over_its_rate_gets_429_with_retry_after(
         refused = await p.http.post("/v1/batch", headers={**p.auth, "Origin": "https://shop.example"},
                                     json=batch)
         assert refused.status_code == 429
-        assert refused.headers["retry-after"] == "1"
+        # 20 tokens at 10/s: no debt, so the wait is the time until the batch fits.
+        assert refused.headers["retry-after"] == "2"
         assert refused.headers["access-control-expose-headers"] == "Retry-After"
         assert refused.json()["error"] == "rate_limited"
         pixel = await p.http.get("/p.gif", params={"k": p.write_key, "e": "limited"})

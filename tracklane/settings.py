@@ -48,6 +48,8 @@ class CollectorConfig:
     max_inflight_requests: int = 512
     max_inflight_bytes: int = 64 * 1024 * 1024
     default_rate_limit: RateLimit | None = None
+    # Per (project, client address): one client cannot use up a project's capacity.
+    client_rate_limit: RateLimit | None = None
     # The collector's address as clients reach it, e.g. "https://t.example.com"; the
     # settings Segment's libraries fetch name it. Without it, the request's own host.
     public_url: str | None = None
@@ -131,6 +133,10 @@ class Settings(BaseSettings):
     # Default per-project limit (events/s; 0: none); a project's own limit wins.
     rate_limit_events_per_s: float = 0.0
     rate_limit_burst: float = 0.0
+    # Per client address and project, on by default: far above what a browser sends, and
+    # room for a backend's batches (the burst holds four full 2,500-event batches).
+    client_rate_limit_events_per_s: float = Field(default=1000.0, ge=0)
+    client_rate_limit_burst: float = Field(default=10000.0, ge=0)
 
     consumer_group: str = "tracklane-sink"
     batch_max_records: int = 5000
@@ -197,6 +203,9 @@ class Settings(BaseSettings):
             max_inflight_bytes=self.max_inflight_bytes,
             default_rate_limit=RateLimit.of(self.rate_limit_events_per_s, self.rate_limit_burst)
             if self.rate_limit_events_per_s > 0 else None,
+            client_rate_limit=RateLimit.of(self.client_rate_limit_events_per_s,
+                                           self.client_rate_limit_burst)
+            if self.client_rate_limit_events_per_s > 0 else None,
             public_url=self.public_url.rstrip("/") if self.public_url else None,
             segment_cdn=self.segment_cdn.rstrip("/"),
             audit_key=self.secret.get_secret_value().encode(),
