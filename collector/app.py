@@ -26,7 +26,6 @@ from collector.alerts_api import alerts_router
 from collector.body import (
     RequestError,
     basic_username,
-    declared_length,
     decode_json,
     read_body,
 )
@@ -36,7 +35,7 @@ from collector.delivery import Delivery, NotAccepted
 from collector.enrich import anonymize_ip, parse_user_agent
 from collector.fastpath import Handler, IngestRoutes
 from collector.ingest_log import IngestLog
-from collector.limits import InflightLimit, RateLimiter
+from collector.limits import ClientSlots, InflightLimit, RateLimiter
 from collector.persons_api import persons_router
 from collector.pixel import PIXEL_GIF, pixel_message
 from collector.query_api import query_router
@@ -263,33 +262,38 @@ class _Ingest:
         self._limiter = RateLimiter(deps.monotonic)
         self._inflight = InflightLimit(cfg.max_inflight_requests, cfg.max_inflight_bytes,
                                        cfg.retry_after_s)
+        self._clients = ClientSlots(cfg.max_requests_per_client)
 
     async def handle_body(self, request: Request, route: str, single: str | None) -> Response:
-        limit = self._deps.config.max_body_bytes
-        with self._inflight.admit(_held_bytes(request, limit)):
-            return await self._handle_body(request, route, single)
+        cfg = self._deps.config
+        # A key in the headers is checked before a byte of the body is read.
+        project = (self._authenticate(request, None)
+                   if _header_key(request) is not None else None)
+        with (self._clients.admit(client_ip(request, cfg.trusted_proxies)),
+              self._inflight.holding() as charge):
+            return await self._handle_body(request, route, single, project, charge)
 
     async def handle_pixel(self, request: Request) -> Response:
-        with self._inflight.admit(0):
-            return await self._handle_pixel(request)
+        return await self._handle_pixel(request)
 
-    async def _read(self, request: Request) -> bytes:
+    async def _read(self, request: Request, charge: Callable[[int], None]) -> bytes:
         cfg = self._deps.config
         try:
             async with asyncio.timeout(cfg.read_timeout_s):
-                return await read_body(request, cfg.max_body_bytes)
+                return await read_body(request, cfg.max_body_bytes, charge)
         except TimeoutError:
             raise RequestError(408, "request_timeout", "request body not received within "
                                f"{cfg.read_timeout_s:g} s") from None
 
-    async def _handle_body(self, request: Request, route: str, single: str | None) -> Response:
+    async def _handle_body(self, request: Request, route: str, single: str | None,
+                           project: Project | None, charge: Callable[[int], None]) -> Response:
         started = time.perf_counter()
         cfg = self._deps.config
-        data = decode_json(await self._read(request), request.headers.get("content-encoding"),
-                           cfg.max_body_bytes)
+        data = decode_json(await self._read(request, charge),
+                           request.headers.get("content-encoding"), cfg.max_body_bytes)
         if not isinstance(data, dict):
             raise RequestError(400, "invalid_body", "body must be a JSON object")
-        project = self._authenticate(request, data.get("writeKey"))
+        project = project or self._authenticate(request, data.get("writeKey"))
         if single is not None:
             raw_events: list[Any] = [data]
         else:
@@ -302,7 +306,8 @@ class _Ingest:
                 raise RequestError(413, "too_many_events",
                                    f"batch: over {MAX_BATCH_EVENTS} events; split it")
             raw_events = [_merge_batch_level(e, data) for e in batch]
-        response = await self._accept(request, project, route, raw_events, single)
+        with self._inflight.admit():
+            response = await self._accept(request, project, route, raw_events, single)
         self._deps.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
         return response
 
@@ -313,7 +318,8 @@ class _Ingest:
         message = pixel_message(params)
         if "anonymousId" not in message and "userId" not in message:
             message["anonymousId"] = self._cookieless_id(request, project)
-        response = await self._accept(request, project, "pixel", [message], None)
+        with self._inflight.admit():
+            response = await self._accept(request, project, "pixel", [message], None)
         self._deps.metrics.request_seconds.labels("pixel").observe(time.perf_counter() - started)
         if response.status_code != 200:
             return response
@@ -323,8 +329,7 @@ class _Ingest:
         })
 
     def _authenticate(self, request: Request, body_key: Any) -> Project:
-        key = basic_username(request.headers.get("authorization"))
-        key = key or request.headers.get("x-write-key") or (
+        key = _header_key(request) or (
             body_key if isinstance(body_key, str) else None
         ) or request.query_params.get("writeKey")  # a beacon cannot set headers
         if not key:
@@ -460,14 +465,10 @@ def _merge_batch_level(event: Any, batch: dict[str, Any]) -> Any:
     return merged
 
 
-def _held_bytes(request: Request, limit: int) -> int:
-    """The body size a request will hold in memory: its Content-Length, else the limit."""
-    declared = declared_length(request, limit)
-    encoding = request.headers.get("content-encoding", "").strip().lower()
-    # A gzip body inflates up to the limit in memory, whatever it declares.
-    if encoding in ("", "identity") and declared is not None:
-        return min(declared, limit)
-    return limit
+def _header_key(request: Request) -> str | None:
+    """The write key a request carries in its headers (Basic auth or X-Write-Key)."""
+    return (basic_username(request.headers.get("authorization"))
+            or request.headers.get("x-write-key") or None)
 
 
 def _cors(request: Request) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -35,8 +36,10 @@ def declared_length(request: Request, limit: int) -> int | None:
     return limit + 1 if len(declared) > 18 else min(int(declared), limit + 1)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing anything over ``limit`` bytes before reading it all."""
+async def read_body(request: Request, limit: int,
+                    charge: Callable[[int], None] | None = None) -> bytes:
+    """The raw body, refusing anything over ``limit`` bytes before reading it all;
+    ``charge`` is told each chunk's size as it arrives (it may refuse by raising)."""
     declared = declared_length(request, limit)
     if declared is not None and declared > limit:
         raise too_large(limit)
@@ -46,6 +49,8 @@ async def read_body(request: Request, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise too_large(limit)
+        if charge is not None:
+            charge(len(chunk))
         chunks.append(chunk)
     return b"".join(chunks)
 

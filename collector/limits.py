@@ -91,7 +91,13 @@ class RateLimiter:
 
 
 class InflightLimit:
-    """At most ``max_requests`` ingest requests and ``max_bytes`` of their bodies at once."""
+    """At most ``max_requests`` accepted requests at once, and ``max_bytes`` of bodies held.
+
+    A request takes a slot only once its write key is known good (``admit``); bytes are
+    charged as they are actually read (``holding``), not as a header declares them. So
+    uploads that never send their body, or send no valid key, cost their connection and
+    what they really sent, and never the capacity a real client needs.
+    """
 
     def __init__(self, max_requests: int, max_bytes: int, retry_after_s: int) -> None:
         self._max_requests = max_requests
@@ -100,17 +106,64 @@ class InflightLimit:
         self.requests = 0
         self.bytes = 0
 
+    def _overloaded(self) -> RequestError:
+        return RequestError(503, "overloaded", "the collector is at capacity; retry later",
+                            retry_after=self._retry_after_s)
+
     @contextlib.contextmanager
-    def admit(self, declared_bytes: int) -> Iterator[None]:
-        """Hold a slot for a request whose body may be ``declared_bytes`` long."""
-        if (self.requests + 1 > self._max_requests
-                or self.bytes + declared_bytes > self._max_bytes):
-            raise RequestError(503, "overloaded", "the collector is at capacity; retry later",
-                               retry_after=self._retry_after_s)
+    def admit(self) -> Iterator[None]:
+        """Hold a request slot."""
+        if self.requests + 1 > self._max_requests:
+            raise self._overloaded()
         self.requests += 1
-        self.bytes += declared_bytes
         try:
             yield
         finally:
             self.requests -= 1
-            self.bytes -= declared_bytes
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[Callable[[int], None]]:
+        """A ``charge(n)`` for bytes as they arrive; all of them are given back at the end."""
+        held = 0
+
+        def charge(n: int) -> None:
+            nonlocal held
+            if self.bytes + n > self._max_bytes:
+                raise self._overloaded()
+            self.bytes += n
+            held += n
+
+        try:
+            yield charge
+        finally:
+            self.bytes -= held
+
+
+class ClientSlots:
+    """At most ``max_per_client`` requests in progress per client address.
+
+    A single address holding many slow or idle uploads is refused at once (429) beyond
+    that, each refusal costing a connection, so it cannot use up the collector's memory or
+    its request slots. Counted per address, entries removed when they drop to zero.
+    """
+
+    def __init__(self, max_per_client: int) -> None:
+        self._max = max_per_client
+        self._active: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def admit(self, client: str) -> Iterator[None]:
+        count = self._active.get(client, 0)
+        if self._max > 0 and count >= self._max:
+            raise RequestError(429, "too_many_requests",
+                               f"over {self._max} requests in progress from this address",
+                               retry_after=1)
+        self._active[client] = count + 1
+        try:
+            yield
+        finally:
+            left = self._active[client] - 1
+            if left:
+                self._active[client] = left
+            else:
+                del self._active[client]

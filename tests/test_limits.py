@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -14,7 +16,7 @@ from clickhouse_connect.driver.client import Client
 
 from collector.app import MAX_BATCH_EVENTS
 from collector.body import RequestError
-from collector.limits import InflightLimit, RateLimiter, TokenBucket
+from collector.limits import ClientSlots, InflightLimit, RateLimiter, TokenBucket
 from collector.producer import ensure_topic
 from tests.collector_process import CollectorProcess, collector_env
 from tests.pipeline import new_project, pipeline_settings, running_pipeline
@@ -78,17 +80,34 @@ def test_rate_limiter_is_per_client_and_per_project_and_says_when_to_retry() -> 
     small.check("e", None, 20, "192.0.2.1", client)
 
 
-def test_inflight_limit_counts_requests_and_bytes() -> None:
+def test_inflight_limit_counts_requests_and_the_bytes_actually_read() -> None:
     limit = InflightLimit(max_requests=2, max_bytes=100, retry_after_s=3)
-    with limit.admit(60), limit.admit(30):
-        for declared in (0, 10):
-            with pytest.raises(RequestError) as refused, limit.admit(declared):
-                pass
-            assert (refused.value.status, refused.value.code, refused.value.retry_after) == (
-                503, "overloaded", 3)
-    with limit.admit(100):
-        assert (limit.requests, limit.bytes) == (1, 100)
+    with limit.admit(), limit.admit():
+        with pytest.raises(RequestError) as refused, limit.admit():
+            pass
+        assert (refused.value.status, refused.value.code, refused.value.retry_after) == (
+            503, "overloaded", 3)
+    with limit.holding() as first, limit.holding() as second:
+        first(60)
+        second(30)
+        with pytest.raises(RequestError) as full:
+            second(11)
+        assert full.value.code == "overloaded"
+        second(10)
+        assert limit.bytes == 100
     assert (limit.requests, limit.bytes) == (0, 0)
+
+
+def test_client_slots_bound_each_address_alone() -> None:
+    slots = ClientSlots(max_per_client=2)
+    with slots.admit("192.0.2.1"), slots.admit("192.0.2.1"):
+        with pytest.raises(RequestError) as refused, slots.admit("192.0.2.1"):
+            pass
+        assert (refused.value.status, refused.value.code) == (429, "too_many_requests")
+        with slots.admit("192.0.2.2"):
+            pass
+    with slots.admit("192.0.2.1"), slots.admit("192.0.2.1"):
+        pass
 
 
 async def test_a_project_over_its_rate_gets_429_with_retry_after(
@@ -197,3 +216,52 @@ async def test_a_batch_over_the_event_count_limit_is_refused_whole(
                                     json={"batch": [{}] * (MAX_BATCH_EVENTS + 1)})
         assert refused.status_code == 413
         assert refused.json()["error"] == "too_many_events"
+
+
+def _held_upload(port: int, kind: int) -> socket.socket:
+    """An upload with no valid key that sends its headers and then (almost) nothing."""
+    headers = {
+        0: b"Content-Encoding: gzip\r\nContent-Length: 400000\r\n",  # charged 500 KB before
+        1: b"Content-Length: 10\r\n",
+        2: b"Content-Length: 400000\r\n",
+        3: b"Transfer-Encoding: chunked\r\n",
+    }[kind % 4]
+    first = {0: b"\x1f\x8b", 1: b'{"b', 2: b'{"batch": [', 3: b"5\r\nhello\r\n"}[kind % 4]
+    sock = socket.socket()
+    sock.bind(("127.0.0.2", 0))  # another client address than the real client's
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: collector\r\n"
+                 b"Content-Type: text/plain\r\n" + headers + b"\r\n" + first)
+    return sock
+
+
+async def test_held_keyless_uploads_leave_a_real_client_served(
+    own_broker: TansuBroker, tmp_path: Path,
+) -> None:
+    projects = tmp_path / "projects.toml"
+    projects.write_text('[[project]]\nid = "real"\nwrite_keys = ["wk_real"]\n')
+    settings = pipeline_settings(own_broker.bootstrap_servers)
+    await ensure_topic(settings.kafka())
+    port = free_port()
+    # Default limits: what a new install runs with.
+    env = collector_env(own_broker.bootstrap_servers, settings.topic, projects, port,
+                        tmp_path / "data")
+    collector = CollectorProcess(env, port, tmp_path / "collector.log")
+    held: list[socket.socket] = []
+    try:
+        await collector.wait_healthy()
+        held = [_held_upload(port, n) for n in range(700)]
+        await asyncio.sleep(0.5)  # the collector has taken them all in
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
+                                     auth=("wk_real", ""), timeout=5.0) as http:
+            for n in range(20):
+                started = time.monotonic()
+                response = await http.post("/v1/track", json={
+                    "event": "real", "anonymousId": "visitor", "properties": {"n": n}})
+                elapsed = time.monotonic() - started
+                assert response.status_code == 200, (n, response.text)
+                assert elapsed < 2.0, (n, elapsed)
+    finally:
+        for sock in held:
+            sock.close()
+        collector.terminate()

@@ -47,6 +47,7 @@ class CollectorConfig:
     read_timeout_s: float = 10.0
     max_inflight_requests: int = 512
     max_inflight_bytes: int = 64 * 1024 * 1024
+    max_requests_per_client: int = 64
     default_rate_limit: RateLimit | None = None
     # Per (project, client address): one client cannot use up a project's capacity.
     client_rate_limit: RateLimit | None = None
@@ -130,6 +131,8 @@ class Settings(BaseSettings):
     # Over these, ingest requests are shed with 503 + Retry-After instead of queued.
     max_inflight_requests: int = 512
     max_inflight_bytes: int = 64 * 1024 * 1024
+    # Ingest requests in progress from one client address (0: no bound); over it, 429.
+    max_requests_per_client: int = Field(default=64, ge=0)
     # Default per-project limit (events/s; 0: none); a project's own limit wins.
     rate_limit_events_per_s: float = 0.0
     rate_limit_burst: float = 0.0
@@ -201,6 +204,7 @@ class Settings(BaseSettings):
             read_timeout_s=self.read_timeout_s,
             max_inflight_requests=self.max_inflight_requests,
             max_inflight_bytes=self.max_inflight_bytes,
+            max_requests_per_client=self.max_requests_per_client,
             default_rate_limit=RateLimit.of(self.rate_limit_events_per_s, self.rate_limit_burst)
             if self.rate_limit_events_per_s > 0 else None,
             client_rate_limit=RateLimit.of(self.client_rate_limit_events_per_s,
