@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -114,3 +115,26 @@ def up_site(workdir: Path, projects: list[str],
     port = free_port()
     with tracklane_up(workdir, port, env):
         yield Site(f"http://127.0.0.1:{port}", started)
+
+
+@contextmanager
+def static_server(directory: Path) -> Iterator[str]:
+    """Python's http.server over ``directory`` on a free loopback port: its base URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+         "--directory", str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _serving(base), 10, "static server did not start")
+        yield base
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _serving(url: str) -> bool:
+    try:
+        return httpx.get(url).status_code < 500
+    except httpx.TransportError:
+        return False

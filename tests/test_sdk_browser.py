@@ -8,18 +8,13 @@ browser sent before it has been consumed too, so "exactly" is checked, not "at l
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests import sdk_js
 from tests.sdk_js import Site, up_site
-from tests.up_process import wait_for
-from tracklane.broker import free_port
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 LOCAL = "http://127.0.0.1:8080"
@@ -126,22 +121,6 @@ def test_readme_snippet_on_a_plain_static_page_records_page_views_and_an_event(
         "<!doctype html>\n<html><head><title>Plain page</title>\n" + snippet +
         "</head><body><h1>Hello</h1>\n<script>tracklane.track('Signup');</script>\n"
         "</body></html>\n")
-    port = free_port()
-    static = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-         "--directory", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}/index.html"
-        wait_for(lambda: _serving(url), 10, "static server did not start")
-        sdk_js.scenario("visit", site.config("readme", url=url))
-    finally:
-        static.terminate()
-        static.wait(10)
+    with sdk_js.static_server(tmp_path) as base:
+        sdk_js.scenario("visit", site.config("readme", url=f"{base}/index.html"))
     check(site, "readme")
-
-
-def _serving(url: str) -> bool:
-    try:
-        return httpx.get(url).status_code == 200
-    except httpx.TransportError:
-        return False

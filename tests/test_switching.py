@@ -23,8 +23,6 @@ import pytest
 from tests import sdk_js
 from tests.recorded import analytics_kotlin_upload
 from tests.sdk_js import Site, up_site
-from tests.up_process import wait_for
-from tracklane.broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -77,24 +75,8 @@ def segment_cdn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (root / "analytics-next").mkdir()
     (root / "analytics-next" / "bundles").symlink_to(
         sdk_js.SDK / "node_modules" / "@segment" / "analytics-next" / "dist" / "umd")
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-         "--directory", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _serving(f"{base}/analytics-next/"), 10, "mirror did not start")
+    with sdk_js.static_server(root) as base:
         yield base
-    finally:
-        server.terminate()
-        server.wait(10)
-
-
-def _serving(url: str) -> bool:
-    try:
-        return httpx.get(url).status_code < 500
-    except httpx.TransportError:
-        return False
 
 
 @pytest.fixture(scope="module")
