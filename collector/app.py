@@ -396,8 +396,7 @@ class _Ingest:
                 "project": project.id, "events": len(records), "reason": exc.code,
                 "error": str(exc)})
             return JSONResponse(
-                {"success": False, "error": exc.code,
-                 "message": "events were not accepted; retry later"},
+                {"success": False, "error": exc.code, "message": exc.answer},
                 status_code=503,
                 headers={"Retry-After": str(deps.config.retry_after_s), **cors},
             )

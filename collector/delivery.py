@@ -4,6 +4,17 @@ An event is accepted (2xx) once Kafka acknowledged it or once it is fsynced in t
 While the spool holds anything, new events queue behind it, so replay keeps their order.
 An event that timed out towards Kafka and was then spooled may reach Kafka twice; the sink
 drops the second copy by message id.
+
+With a journal (``tracklane up``, whose broker keeps its log in memory), Kafka's
+acknowledgement is worth nothing after a crash. Every event is then accepted once it is
+fsynced in the spool, forwarded from there, and kept until the sink reports it inserted
+(the ``inserted`` callback: per partition, the next offset to insert); a restart
+replays the rest. Kafka and the journal are both logs in one order, so the offsets
+Kafka gave each forwarded batch say when all of it is in the store.
+
+A replay must not bring back a record older than the sink's dedup window: the sink could
+no longer tell whether it was stored already. Such records are set aside in the spool
+directory (``expired.seg``) with an error in the log, never forwarded and never dropped.
 """
 
 from __future__ import annotations
@@ -11,36 +22,53 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 
 from aiokafka.errors import KafkaError
 
 from collector.producer import BrokerUnavailable, EventProducer, ensure_topic
-from collector.spool import Spool, SpoolFailed, SpoolFull
+from collector.spool import Position, Record, Spool, SpoolFailed, SpoolFull
 from tracklane.metrics import Metrics
 from tracklane.settings import DeliveryConfig
 
 log = logging.getLogger(__name__)
 
+# Per partition, the next Kafka offset the sink will insert: everything before is stored.
+Inserted = Callable[[], Mapping[int, int]]
+
 
 class NotAccepted(RuntimeError):
-    """Neither Kafka nor the spool took the events; answer 503 with ``code``."""
+    """Neither Kafka nor the spool took the events; answer 503 with ``code`` and ``answer``
+    (what the client is told: no more of the cause than the operator's log needs)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, answer: str) -> None:
         super().__init__(message)
         self.code = code
+        self.answer = answer
 
 
 class Delivery:
     """Owns the producer and the spool, and replays the spool while running."""
 
     def __init__(self, config: DeliveryConfig, producer: EventProducer, spool: Spool | None,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, inserted: Inserted | None = None) -> None:
         self._config = config
         self._producer = producer
         self._spool = spool
         self._metrics = metrics
+        self._journal = spool is not None and spool.journal
+        if self._journal and inserted is None:
+            raise ValueError("a journal needs the sink's inserted offsets")
+        self._inserted = inserted
+        # Forwarded journal batches not yet known stored: where each ends, and the last
+        # offset Kafka gave it per partition.
+        self._unstored: deque[tuple[Position, dict[int, int]]] = deque()
+        self._last_trim = 0.0
+        # Records of the batch being replayed already set aside, should its send be retried.
+        self._aside: set[tuple[bytes, float]] = set()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._replayer: asyncio.Task[None] | None = None
@@ -95,10 +123,11 @@ class Delivery:
             try:
                 await self._producer.send_records(records)
             except BrokerUnavailable as exc:
-                raise NotAccepted("broker_unavailable", str(exc)) from exc
+                raise NotAccepted("broker_unavailable", str(exc),
+                                  "Kafka did not acknowledge the events; retry later") from exc
             self._metrics.produced.inc(len(records))
             return
-        if spool.backlog == 0 and self._producer.started:
+        if not self._journal and spool.backlog == 0 and self._producer.started:
             try:
                 async with asyncio.timeout(self._config.spool_after_s):
                     await self._producer.send_records(records)
@@ -110,9 +139,11 @@ class Delivery:
         try:
             await spool.append(records)
         except SpoolFull as exc:
-            raise NotAccepted("spool_full", str(exc)) from exc
+            raise NotAccepted("spool_full", str(exc),
+                              "the collector's disk spool is full; retry later") from exc
         except SpoolFailed as exc:
-            raise NotAccepted("spool_failed", str(exc)) from exc
+            raise NotAccepted("spool_failed", str(exc), "the collector could not write the "
+                              f"events to its disk ({exc.reason}); retry later") from exc
         self._metrics.spooled.inc(len(records))
         self._wake.set()
 
@@ -137,20 +168,25 @@ class Delivery:
         assert spool is not None
         backoff = 0.2
         while not self._stopping.is_set():
+            if self._journal and time.monotonic() - self._last_trim >= self._config.trim_every_s:
+                await self.trim()
             if spool.backlog == 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                    await asyncio.wait_for(self._wake.wait(), self._config.trim_every_s)
                 continue
             batch = await spool.read(self._config.replay_batch)
             if not batch.records:  # an append is still being fsynced
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), 0.05)
                 continue
+            records = await self._set_aside_expired(spool, batch.records)
             ok = await self._connect_once()
-            if ok:
+            offsets: dict[int, int] = {}
+            if ok and records:
                 try:
-                    await self._producer.send_records([(r.key, r.value) for r in batch.records])
+                    offsets = await self._producer.send_records(
+                        [(r.key, r.value) for r in records])
                 except BrokerUnavailable as exc:
                     log.warning("spool replay: kafka unavailable", extra={"error": str(exc)})
                     ok = False
@@ -160,8 +196,60 @@ class Delivery:
                 backoff = min(backoff * 2, self._config.replay_backoff_max_s)
                 continue
             backoff = 0.2
+            if self._journal:
+                self._unstored.append((batch.end, offsets))
             await spool.commit(batch)
-            self._metrics.produced.inc(len(batch.records))
-            self._metrics.replayed.inc(len(batch.records))
-            if spool.backlog == 0:
-                log.info("spool replayed: kafka is back")
+            self._aside.clear()
+            self._metrics.produced.inc(len(records))
+            if not self._journal:
+                self._metrics.replayed.inc(len(records))
+                if spool.backlog == 0:
+                    log.info("spool replayed: kafka is back")
+
+    async def _set_aside_expired(self, spool: Spool, records: list[Record]) -> list[Record]:
+        """The records young enough to replay; the others go to ``expired.seg``."""
+        horizon = time.time() - self._config.max_replay_age_s
+        if all(r.appended_at >= horizon for r in records):
+            return records
+        old = [r for r in records if r.appended_at < horizon
+               and (r.key, r.appended_at) not in self._aside]
+        if not old:
+            return [r for r in records if r.appended_at >= horizon]
+        path = await spool.set_aside(old, "expired.seg")
+        self._aside.update((r.key, r.appended_at) for r in old)
+        self._metrics.spool_expired.inc(len(old))
+        log.error("spool: records older than the sink's dedup window set aside, not "
+                  "replayed (the sink could not tell whether they are stored already)", extra={
+                      "events": len(old), "path": str(path),
+                      "max_replay_age_s": self._config.max_replay_age_s})
+        return [r for r in records if r.appended_at >= horizon]
+
+    async def trim(self) -> None:
+        """Let the journal forget what the sink has inserted."""
+        spool = self._spool
+        self._last_trim = time.monotonic()
+        if spool is None or self._inserted is None:
+            return
+        stored = self._inserted()
+        end: Position | None = None
+        while self._unstored and all(stored.get(partition, 0) > offset
+                                     for partition, offset in self._unstored[0][1].items()):
+            end = self._unstored.popleft()[0]
+        if end is None:
+            return
+        try:
+            # ClickHouse does not fsync the parts it writes: flush them (and everything
+            # else) to disk before the journal's copy of their events goes.
+            await asyncio.to_thread(os.sync)
+            await spool.trim(end)
+        except OSError as exc:
+            log.error("journal: trim failed", extra={"error": repr(exc)})
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until the spool has forwarded everything to Kafka; True if it did in time."""
+        spool = self._spool
+        deadline = time.monotonic() + timeout_s
+        while spool is not None and spool.backlog and time.monotonic() < deadline:
+            self._wake.set()
+            await asyncio.sleep(0.02)
+        return spool is None or spool.backlog == 0

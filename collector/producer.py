@@ -59,9 +59,9 @@ class EventProducer:
     def started(self) -> bool:
         return self._producer is not None
 
-    async def send_records(self, records: Sequence[tuple[bytes, bytes]]) -> None:
-        """Return once Kafka has acknowledged every (key, value) record; else raise
-        ``BrokerUnavailable``."""
+    async def send_records(self, records: Sequence[tuple[bytes, bytes]]) -> dict[int, int]:
+        """Return once Kafka has acknowledged every (key, value) record, with the offset of
+        the last one per partition; else raise ``BrokerUnavailable``."""
         producer = self._producer
         if producer is None:
             raise BrokerUnavailable("producer not started")
@@ -72,17 +72,22 @@ class EventProducer:
             # timeout is only a safety net.
             async with asyncio.timeout(2 * self._config.produce_timeout_s + 1):
                 if len(records) < _BATCH_FROM:
-                    pending = [await producer.send(self._config.topic, value, key=key)
+                    pending = [(await producer.send(self._config.topic, value, key=key), 1)
                                for key, value in records]
                 else:
                     pending = await self._send_batches(producer, records)
-                await asyncio.gather(*pending)
+                acked = await asyncio.gather(*(future for future, _ in pending))
         except (KafkaError, TimeoutError) as exc:
             raise BrokerUnavailable(f"kafka did not acknowledge: {exc!r}") from exc
+        last: dict[int, int] = {}
+        for meta, (_, count) in zip(acked, pending, strict=True):
+            # A batch's metadata names its first record's offset.
+            last[meta.partition] = max(last.get(meta.partition, -1), meta.offset + count - 1)
+        return last
 
     async def _send_batches(
         self, producer: AIOKafkaProducer, records: Sequence[tuple[bytes, bytes]]
-    ) -> list[asyncio.Future[Any]]:
+    ) -> list[tuple[asyncio.Future[Any], int]]:
         """One record batch per partition, built here, instead of a ``send`` per record
         (each of which looks the topic up and makes a future). Partitions are chosen as
         ``send`` chooses them
@@ -93,17 +98,20 @@ class EventProducer:
         by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
         for key, value in records:
             by_partition[key_partition(key, partitions)].append((key, value))
-        futures: list[asyncio.Future[Any]] = []
+        futures: list[tuple[asyncio.Future[Any], int]] = []
         for partition, own in by_partition.items():
             batch = producer.create_batch()
+            count = 0
             for key, value in own:
                 if batch.append(key=key, value=value, timestamp=None) is None:
                     # Full (max_batch_size): send it, and go on in a new one.
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
+                    futures.append(
+                        (await producer.send_batch(batch, topic, partition=partition), count))
+                    batch, count = producer.create_batch(), 0
                     if batch.append(key=key, value=value, timestamp=None) is None:
                         raise MessageSizeTooLargeError(f"a record of {len(value)} bytes")
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
+                count += 1
+            futures.append((await producer.send_batch(batch, topic, partition=partition), count))
         return futures
 
     async def ping(self, timeout_s: float = 2.0) -> bool:

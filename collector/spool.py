@@ -5,6 +5,12 @@ group commits: every append waiting when a flush starts shares its one ``fsync``
 append returns before its bytes are on disk. The replayer reads records back in order from
 a checkpoint (``replay.pos``), and a segment is deleted once it is entirely replayed.
 
+As a *journal* (``SpoolConfig.journal``, what ``tracklane up`` runs), every accepted event
+goes through the spool, and replaying does not release a record: the checkpoint moves
+only when :meth:`Spool.trim` says that everything before a position is stored
+downstream. A restart replays from there, since the broker that got the rest may have
+lost it; the sink drops the copies it already stored by message id.
+
 Several collectors may share one spool root (replicas on one volume): each claims a numbered
 sub-directory with an exclusive ``flock``, first free one first, so the spool of a process
 that died is taken over, and replayed, by the next one to start.
@@ -42,8 +48,17 @@ class SpoolFull(RuntimeError):
     """The spool is at its size limit; the events were not accepted."""
 
 
+class SpoolOpenError(RuntimeError):
+    """The spool's directory cannot be claimed, read or written."""
+
+
 class SpoolFailed(RuntimeError):
     """The disk refused the write; the events were not accepted."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(f"spool write failed: {error}")
+        # "No space left on device", "Read-only file system", ...
+        self.reason = error.strerror or type(error).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +66,8 @@ class SpoolConfig:
     directory: Path
     max_bytes: int
     segment_bytes: int = 64 * 1024 * 1024
+    # Keep replayed records until ``trim`` (see the module docstring).
+    journal: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +111,12 @@ def _decode_all(data: bytes) -> tuple[list[tuple[Record, int]], int]:
         out.append((Record(key, body[_KEY_LEN.size + key_len:], stamp / 1000), end))
         at = end
     return out, at
+
+
+def read_records(path: Path) -> list[Record]:
+    """The whole records of one spool file (a segment, or a file of ``set_aside``)."""
+    records, _ = _decode_all(path.read_bytes())
+    return [record for record, _ in records]
 
 
 def claim_directory(root: Path) -> tuple[Path, int]:
@@ -145,11 +168,29 @@ class _Writer:
             if rolled or self.size == 0:
                 # The new file's directory entry must survive a crash too.
                 _fsync_dir(self._directory)
-        self._file.write(data)
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.write(data)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError:
+            # Part of the data may be in the file: cut it off, or the next append would
+            # land behind bytes no reader can decode. Reopened at the next write.
+            self._abandon()
+            raise
         self.size += len(data)
         return self.segment, self.size, rolled
+
+    def _abandon(self) -> None:
+        file, self._file = self._file, None
+        try:
+            if file is not None:
+                file.close()
+        except OSError:
+            pass  # its buffer held the failed write; the truncate below drops it anyway
+        try:
+            os.truncate(self._directory / f"{self.segment:020d}{_SUFFIX}", self.size)
+        except OSError as exc:
+            log.error("spool: cannot cut a failed write", extra={"error": repr(exc)})
 
     def close(self) -> None:
         if self._file is not None:
@@ -166,6 +207,7 @@ class Spool:
         self._lock_fd: int | None = None
         self._sizes: dict[int, int] = {}  # live segments and their durable sizes
         self._read_at = Position(0, 0)
+        self._kept = Position(0, 0)  # the checkpoint: the first record still kept
         self._backlog = 0  # records appended and not yet replayed
         self._head_time: float | None = None
         self._pending: list[tuple[bytes, int, asyncio.Future[None]]] = []
@@ -177,7 +219,17 @@ class Spool:
     # -- lifecycle ---------------------------------------------------------------------
 
     def open(self) -> None:
-        """Load what a previous process left, cutting a torn tail; call before anything."""
+        """Load what a previous process left, cutting a torn tail; call before anything.
+
+        Raises ``SpoolOpenError`` when the directory cannot be used (read-only, full, not
+        ours): events could not be accepted durably, so nothing may start taking them."""
+        try:
+            self._open()
+        except OSError as exc:
+            raise SpoolOpenError(f"cannot open the spool at {self._config.directory}: "
+                                 f"{exc.strerror or exc}") from exc
+
+    def _open(self) -> None:
         self._dir, self._lock_fd = claim_directory(self._config.directory)
         checkpoint = self._load_checkpoint()
         segments = sorted(int(p.stem) for p in self._dir.glob(f"*{_SUFFIX}") if p.stem.isdigit())
@@ -200,6 +252,7 @@ class Spool:
                 self._head_time = pending[0].appended_at
         self._read_at = checkpoint if checkpoint.segment in self._sizes or not self._sizes \
             else Position(min(self._sizes), 0)
+        self._kept = self._read_at
         last = max(self._sizes, default=self._read_at.segment)
         self._writer = _Writer(self._dir, last, self._sizes.get(last, 0),
                                self._config.segment_bytes)
@@ -221,6 +274,10 @@ class Spool:
     def directory(self) -> Path:
         return self._dir
 
+    @property
+    def journal(self) -> bool:
+        return self._config.journal
+
     # -- state -------------------------------------------------------------------------
 
     @property
@@ -230,7 +287,7 @@ class Spool:
 
     @property
     def used_bytes(self) -> int:
-        return sum(self._sizes.values()) - (self._read_at.offset if self._sizes else 0)
+        return sum(self._sizes.values()) - (self._kept.offset if self._sizes else 0)
 
     @property
     def has_room(self) -> bool:
@@ -270,7 +327,7 @@ class Spool:
                 log.error("spool: write failed", extra={"error": repr(exc)})
                 for _, _, done in batch:
                     if not done.done():
-                        done.set_exception(SpoolFailed(f"spool write failed: {exc}"))
+                        done.set_exception(SpoolFailed(exc))
                 if not self._backlog:
                     self._head_time = None
                 continue
@@ -320,17 +377,40 @@ class Spool:
         return ReadBatch(out, at)
 
     async def commit(self, batch: ReadBatch) -> None:
-        """Record that ``batch`` reached Kafka; drop segments that are fully replayed."""
-        await asyncio.to_thread(self._save_checkpoint, batch.end)
+        """Record that ``batch`` reached Kafka; drop segments that are fully replayed (a
+        journal keeps them until ``trim``)."""
+        if not self._config.journal:
+            await self.trim(batch.end)
         self._read_at = batch.end
         self._backlog -= len(batch.records)
-        for seg in [s for s in self._sizes if s < batch.end.segment]:
-            del self._sizes[seg]
-            await asyncio.to_thread(self._segment_path(seg).unlink, True)
         self._head_time = None
         if self._backlog:
             head = await self.read(1)
             self._head_time = head.records[0].appended_at if head.records else time.time()
+
+    async def trim(self, position: Position) -> None:
+        """Forget the records before ``position``: a restart replays from it."""
+        if position <= self._kept:
+            return
+        await asyncio.to_thread(self._save_checkpoint, position)
+        self._kept = position
+        for seg in [s for s in self._sizes if s < position.segment]:
+            del self._sizes[seg]
+            await asyncio.to_thread(self._segment_path(seg).unlink, True)
+
+    async def set_aside(self, records: Sequence[Record], name: str) -> Path:
+        """Append ``records`` to ``name`` beside the segments, fsynced, out of replay's
+        way; an operator can read them back with :func:`read_records`."""
+        path = self._dir / name
+
+        def write() -> None:
+            with open(path, "ab") as f:
+                f.write(b"".join(encode(r.key, r.value, r.appended_at) for r in records))
+                f.flush()
+                os.fsync(f.fileno())
+
+        await asyncio.to_thread(write)
+        return path
 
     def _segment_path(self, segment: int) -> Path:
         return self._dir / f"{segment:020d}{_SUFFIX}"

@@ -1,13 +1,21 @@
-"""The disk spool on its own: order, durability across reopen, torn tails, bounds."""
+"""The disk spool: order, durability across reopen, torn tails, bounds, the journal, and
+records too old to replay."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 
-from collector.spool import Spool, SpoolConfig, SpoolFull
+from collector.delivery import Delivery
+from collector.producer import EventProducer
+from collector.spool import Spool, SpoolConfig, SpoolFull, read_records
+from tests.pipeline import pipeline_settings, poll
+from tracklane.broker import TansuBroker
+from tracklane.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
 
@@ -16,8 +24,9 @@ def records(start: int, n: int) -> list[tuple[bytes, bytes]]:
     return [(f"k{i}".encode(), f"value-{i}".encode() * 3) for i in range(start, start + n)]
 
 
-def opened(path: Path, max_bytes: int = 1 << 20, segment_bytes: int = 1 << 20) -> Spool:
-    spool = Spool(SpoolConfig(path, max_bytes, segment_bytes))
+def opened(path: Path, max_bytes: int = 1 << 20, segment_bytes: int = 1 << 20,
+           journal: bool = False) -> Spool:
+    spool = Spool(SpoolConfig(path, max_bytes, segment_bytes, journal))
     spool.open()
     return spool
 
@@ -137,3 +146,78 @@ async def test_processes_sharing_a_root_claim_their_own_spool(tmp_path: Path) ->
     assert third.directory == first.directory and third.backlog == 3
     await second.close()
     await third.close()
+
+
+async def test_a_journal_keeps_replayed_records_until_trimmed(tmp_path: Path) -> None:
+    journal = opened(tmp_path, segment_bytes=300, journal=True)
+    for start in range(0, 30, 5):
+        await journal.append(records(start, 5))
+    first = await journal.read(10)
+    await journal.commit(first)
+    rest = await journal.read(100)
+    await journal.commit(rest)
+    assert journal.backlog == 0
+    segments = len(list(journal.directory.glob("*.seg")))
+    assert segments > 2  # replayed, and all still there
+    await journal.trim(first.end)  # the sink stored the first ten
+    assert len(list(journal.directory.glob("*.seg"))) < segments
+    await journal.close()
+
+    # A crash: the broker that got the other twenty is gone, so they are replayed.
+    again = opened(tmp_path, segment_bytes=300, journal=True)
+    assert again.backlog == 20
+    assert await drain(again) == [f"k{i}".encode() for i in range(10, 30)]
+    await again.close()
+    assert opened(tmp_path, segment_bytes=300, journal=True).backlog == 20
+
+
+async def test_set_aside_records_are_kept_readable(tmp_path: Path) -> None:
+    spool = opened(tmp_path)
+    await spool.append(records(0, 3))
+    read = await spool.read(3)
+    path = await spool.set_aside(read.records[:2], "expired.seg")
+    await spool.set_aside(read.records[2:], "expired.seg")
+    assert [r.key for r in read_records(path)] == [b"k0", b"k1", b"k2"]
+    await spool.close()
+
+
+async def test_records_older_than_the_dedup_window_are_set_aside_not_replayed(
+    tmp_path: Path, broker: TansuBroker,
+) -> None:
+    """Past the sink's dedup window a replayed copy could be counted twice: such records
+    are kept in expired.seg, counted and logged, and the young ones still go to Kafka."""
+    config = SpoolConfig(tmp_path, 1 << 20)
+    old = Spool(config)
+    old.open()
+    await old.append(records(0, 5))
+    await old.close()
+    await asyncio.sleep(0.3)  # the five are now older than the 0.2 s window below
+
+    settings = pipeline_settings(broker.bootstrap_servers)
+    kafka = settings.kafka()
+    metrics = Metrics()
+    delivery = Delivery(replace(settings.delivery(kafka), max_replay_age_s=0.2),
+                        EventProducer(kafka), Spool(config), metrics)
+    await delivery.start()
+    try:
+        await delivery.deliver(records(5, 3))  # young: spooled behind the old ones
+        await poll(lambda: delivery.spool is not None and delivery.spool.backlog == 0, 20,
+                   "the spool was not replayed")
+    finally:
+        await delivery.stop()
+    assert delivery.spool is not None
+    aside = read_records(delivery.spool.directory / "expired.seg")
+    assert [r.key for r in aside] == [f"k{i}".encode() for i in range(5)]
+    assert metrics.registry.get_sample_value("tracklane_spool_expired_total") == 5
+    consumer = AIOKafkaConsumer(kafka.topic, bootstrap_servers=broker.bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        got: list[bytes] = []
+        while len(got) < 3:
+            batches = await consumer.getmany(timeout_ms=2000)
+            assert batches, f"only {got} reached Kafka"
+            got += [r.key for rs in batches.values() for r in rs]
+    finally:
+        await consumer.stop()
+    assert sorted(got) == [b"k5", b"k6", b"k7"]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
-from tests.up_process import tracklane_up, wait_for
+from tests.up_process import stored_message_ids, tracklane_up, wait_for
 from tracklane.broker import free_port
 from tracklane.projects import load_projects
 
@@ -127,3 +131,117 @@ def test_a_sigkilled_up_takes_its_broker_along_and_starts_again(tmp_path: Path) 
     # Nothing the killed process left behind stops the next start on the same data dir.
     with tracklane_up(tmp_path, port):
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("kill", ["process group", "main process"])
+def test_every_acknowledged_event_survives_a_sigkill(tmp_path: Path, kill: str) -> None:
+    """A crash right after the last 2xx: the embedded broker's log is gone, the journal is
+    not. After a restart every acknowledged id is stored once, and counted once."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    acked: list[str] = []
+    with tracklane_up(tmp_path, port) as process:
+        project = load_projects(tmp_path / "data" / "projects.toml").projects[0]
+        write_key, read_key = project.write_keys[0], project.read_keys[0]
+        children = _children(process.pid)
+        with httpx.Client(base_url=base, auth=(write_key, ""), timeout=30) as client:
+            for n in range(40):
+                ids = [f"crash-{n}-{i}" for i in range(250)]
+                answer = client.post("/v1/batch", json={"batch": [
+                    {"type": "track", "event": "crash_test", "messageId": m,
+                     "anonymousId": f"v-{i % 97}"} for i, m in enumerate(ids)]})
+                assert answer.status_code == 200, answer.text
+                acked += ids
+        if kill == "process group":
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+        process.wait(10)
+        for pid in children:
+            wait_for(lambda pid=pid: not _alive(pid), 10, f"{children[pid]} outlived up")
+    assert len(acked) == 10_000
+
+    with tracklane_up(tmp_path, port):
+        # The journal forwarded, and the sink read, everything: any double count shows.
+        wait_for(lambda: stats(base, read_key, "crash_test") >= len(acked)
+                 and metric(base, "tracklane_spool_events") == 0
+                 and metric(base, 'tracklane_stream_lag{partition="0"}') == 0, 60,
+                 "the journal was not replayed")
+        assert stats(base, read_key, "crash_test") == len(acked)
+    # Stopped: everything forwarded is inserted. Each acknowledged id is stored once.
+    stored = stored_message_ids(tmp_path, "crash_test")
+    assert len(stored) == len(acked) and set(stored) == set(acked)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MB tmpfs of the test's own, to fill up and to turn read-only."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_full_journal_answers_503_never_2xx_and_a_read_only_one_stops_up(
+    tmp_path: Path, small_disk: Path,
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    acked: list[str] = []
+    refused: list[httpx.Response] = []
+    env = {"TRACKLANE_SPOOL_DIR": str(small_disk / "journal"),
+           "TRACKLANE_SPOOL_SEGMENT_BYTES": "65536"}
+    with tracklane_up(tmp_path, port, env) as process:
+        project = load_projects(tmp_path / "data" / "projects.toml").projects[0]
+        write_key, read_key = project.write_keys[0], project.read_keys[0]
+
+        def send(tag: str) -> None:
+            ids = [f"{tag}-{i}" for i in range(100)]
+            answer = http.post("/v1/batch", json={"batch": [
+                {"type": "track", "event": "disk_test", "messageId": m, "anonymousId": "v",
+                 "properties": {"note": "x" * 900}} for m in ids]})
+            if answer.status_code == 200:
+                acked.extend(ids)
+            else:
+                refused.append(answer)
+
+        with httpx.Client(base_url=base, auth=(write_key, ""), timeout=30) as http:
+            send("before")
+            # Fill the disk but for a few KB: the next batch cannot be written.
+            ballast = small_disk / "ballast"
+            free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+            ballast.write_bytes(b"\0" * (free - 16 * 1024))
+            send("full")
+            ballast.unlink()
+            send("freed")
+        assert [r.status_code for r in refused] == [503], [r.text for r in refused]
+        body = refused[0].json()
+        assert body["success"] is False and body["error"] == "spool_failed", body
+        assert "No space left" in body["message"], body
+        assert int(refused[0].headers["Retry-After"]) > 0
+        assert {m.rsplit("-", 1)[0] for m in acked} == {"before", "freed"}
+        # A crash now: what was acknowledged is on the disk.
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+    with tracklane_up(tmp_path, port, env):
+        wait_for(lambda: stats(base, read_key, "disk_test") >= len(acked), 60,
+                 "the acknowledged events were not all counted")
+    stored = stored_message_ids(tmp_path, "disk_test")
+    assert sorted(stored) == sorted(acked)
+
+    # A journal that cannot be written at all: up says so and stops, taking nothing.
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    ended = subprocess.run(
+        [str(Path(sys.executable).parent / "tracklane"), "up", "--port", str(port),
+         "--data-dir", "data"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, **env})
+    assert ended.returncode != 0
+    assert "Read-only file system" in ended.stderr and str(small_disk) in ended.stderr, \
+        ended.stderr[-2000:]
+    assert "Traceback" not in ended.stderr, ended.stderr[-2000:]

@@ -37,6 +37,8 @@ def tracklane_up(
         [str(Path(sys.executable).parent / "tracklane"), "up", "--port", str(port),
          "--data-dir", "data"], cwd=workdir, stdout=out, stderr=err,
         env={**os.environ, **(env or {})},
+        # Its own process group, as a service manager starts it: a test can kill the group.
+        start_new_session=True,
     )
 
     try:
@@ -50,3 +52,20 @@ def tracklane_up(
             process.wait(30)
         out.close()
         err.close()
+
+
+def stored_message_ids(workdir: Path, event: str) -> list[str]:
+    """Every stored message id of ``event`` under workdir/data, one per row, read by a
+    process of its own (chDB opens a path from one process only; up must be stopped)."""
+    script = (
+        "import sys\n"
+        "from store.client import create_client\n"
+        "client = create_client(sys.argv[1])\n"
+        "rows = client.query('SELECT message_id FROM events WHERE event = %(e)s',"
+        " parameters={'e': sys.argv[2]}).result_rows\n"
+        "print('\\n'.join(r[0] for r in rows))\n"
+    )
+    dsn = f"chdb://{(workdir / 'data' / 'chdb').resolve()}"
+    out = subprocess.run([sys.executable, "-c", script, dsn, event], check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    return [line for line in out.splitlines() if line]

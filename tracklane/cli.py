@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from alerts.rules import RulesFileError
+from collector.spool import SpoolOpenError
 from store.client import StoreConfigError
 from store.migrate import MigrationError
 from stream.faults import FaultSpecError
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"migrations applied: {applied or 'none (up to date)'}")
     except (ProjectsFileError, StoreConfigError, MigrationError, BrokerStartError,
             FaultSpecError, runner.HttpStartError, RulesFileError,
-            runner.AlertsNotConfigured) as exc:
+            runner.AlertsNotConfigured, SpoolOpenError) as exc:
         print(f"tracklane: {exc}", file=sys.stderr)
         return 2
     return 0

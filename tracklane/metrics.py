@@ -36,7 +36,11 @@ class Metrics:
         self.spool_backlog = Gauge(
             "tracklane_spool_events", "Events in the spool not yet replayed to Kafka.", registry=r)
         self.spool_bytes = Gauge(
-            "tracklane_spool_bytes", "Bytes of spool segments not yet replayed.", registry=r)
+            "tracklane_spool_bytes", "Bytes the spool holds on disk: not yet replayed (in a "
+            "journal, as in `tracklane up`: not yet known stored).", registry=r)
+        self.spool_expired = Counter(
+            "tracklane_spool_expired", "Spooled events older than the sink's dedup window, set "
+            "aside in expired.seg instead of replayed.", registry=r)
         self.spool_age = Gauge(
             "tracklane_spool_oldest_age_seconds",
             "Age of the oldest spooled event not yet replayed; 0 when the spool is empty.",
@@ -51,6 +55,9 @@ class Metrics:
         self.duplicates = Counter(
             "tracklane_stream_duplicates", "Records dropped as already-stored message ids.",
             registry=r)
+        self.erased = Counter(
+            "tracklane_stream_erased", "Events of erased users dropped by the sink (sent or "
+            "replayed after the erasure started).", registry=r)
         self.undecodable = Counter(
             "tracklane_stream_undecodable", "Records that are not a contract envelope.", registry=r)
         self.sink_errors = Counter(

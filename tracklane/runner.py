@@ -20,7 +20,7 @@ from prometheus_client import start_http_server
 from alerts.rules import load_rules
 from alerts.service import AlertsConfig, AlertService, check_projects
 from collector.app import CollectorDeps, create_app
-from collector.delivery import Delivery
+from collector.delivery import Delivery, Inserted
 from collector.identity_map import IdentityMapReloader
 from collector.ingest_log import IngestLog
 from collector.producer import EventProducer, ensure_topic
@@ -34,7 +34,7 @@ from tracklane.clock import utc_now
 from tracklane.install_secret import install_secret
 from tracklane.metrics import Metrics
 from tracklane.projects import Project, Projects, load_projects, write_default_projects
-from tracklane.settings import CollectorConfig, KafkaConfig, Settings
+from tracklane.settings import CollectorConfig, KafkaConfig, Settings, SinkConfig
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,13 @@ def run_migrate(settings: Settings) -> list[int]:
         client.close()
 
 
-def _delivery(settings: Settings, kafka: KafkaConfig, metrics: Metrics) -> Delivery:
-    spool_config = settings.spool()
+def _delivery(settings: Settings, kafka: KafkaConfig, metrics: Metrics,
+              inserted: Inserted | None = None) -> Delivery:
+    """The spool, as a journal when ``inserted`` (the sink's progress) is given."""
+    spool_config = settings.spool(journal=inserted is not None)
     return Delivery(settings.delivery(kafka), EventProducer(kafka),
-                    Spool(spool_config) if spool_config is not None else None, metrics)
+                    Spool(spool_config) if spool_config is not None else None, metrics,
+                    inserted if spool_config is not None else None)
 
 
 class HttpServer:
@@ -225,7 +228,7 @@ async def run_stream(settings: Settings, assign_all: bool) -> None:
         start_http_server(settings.metrics_port, settings.host, registry=metrics.registry)
     client = open_store(settings)
     await ensure_topic(settings.kafka())
-    service = StreamService(settings.kafka(), settings.sink(assign_all), client, metrics)
+    service = StreamService(settings.kafka(), _sink_config(settings, assign_all), client, metrics)
     await service.start()
     task = asyncio.create_task(service.run())
     stop_wait = asyncio.create_task(stop.wait())
@@ -245,18 +248,28 @@ def _alerts_line(settings: Settings, alerts: AlertsConfig | None) -> str:
     return f"{len(alerts.rules.rules)} rules from {settings.alerts_file}"
 
 
+def _secret(settings: Settings) -> bytes:
+    """TRACKLANE_SECRET, else the one kept in the data directory (`up`, or a part alone)."""
+    return settings.secret.get_secret_value().encode() or install_secret(
+        settings.data_dir / "secret")
+
+
 def _collector_config(settings: Settings) -> CollectorConfig:
-    config = settings.collector()
-    if config.audit_key:
-        return config
-    # No TRACKLANE_SECRET: one kept in the data directory (`up`, or a lone collector).
-    return replace(config, audit_key=install_secret(settings.data_dir / "secret"))
+    return replace(settings.collector(), audit_key=_secret(settings))
+
+
+def _sink_config(settings: Settings, assign_all: bool) -> SinkConfig:
+    return replace(settings.sink(assign_all), erasure_key=_secret(settings))
 
 
 def _banner(
     settings: Settings, project: Project, broker: TansuBroker, dsn: str,
-    alerts: AlertsConfig | None,
+    alerts: AlertsConfig | None, delivery: Delivery,
 ) -> str:
+    spool = delivery.spool
+    journal = (f"{spool.directory} (a 2xx means the events are on disk here)"
+               if spool is not None and spool.journal
+               else "off: a crash loses what the sink has not inserted")
     base = f"http://{settings.host}:{settings.port}"
     wk = project.write_keys[0] if project.write_keys else "<none>"
     rk = project.read_keys[0] if project.read_keys else "<none>"
@@ -278,6 +291,7 @@ def _banner(
         f"  metrics        {base}/metrics",
         f"  kafka          {broker.bootstrap_servers} (embedded Tansu, in memory), "
         f"topic {settings.topic}",
+        f"  journal        {journal}",
         f"  store          {describe_dsn(dsn)}",
         f"  projects file  {settings.resolved_projects_file()}",
         f"  alerts         {_alerts_line(settings, alerts)}",
@@ -313,9 +327,15 @@ async def run_up(settings: Settings) -> None:
     alerts: AlertService | None = None
     try:
         client = open_store(settings)
-        delivery = _delivery(settings, kafka, metrics)
+        service = StreamService(kafka, _sink_config(settings, assign_all=True), client, metrics)
+        if settings.journal and settings.spool_max_bytes > 0:
+            delivery = _delivery(settings, kafka, metrics, service.inserted_offsets)
+        else:
+            log.warning("no journal: a crash loses the events the sink has not inserted yet",
+                        extra={"journal": settings.journal,
+                               "spool_max_bytes": settings.spool_max_bytes})
+            delivery = _delivery(settings, kafka, metrics)
         await delivery.start(stop)
-        service = StreamService(kafka, settings.sink(assign_all=True), client, metrics)
         await service.start()
         ingest_log = IngestLog(client, utc_now)
         deps = CollectorDeps(_collector_config(settings), projects, delivery, metrics, client,
@@ -334,24 +354,28 @@ async def run_up(settings: Settings) -> None:
             background.add(asyncio.create_task(alerts.run()))
         if projects.projects:
             print(_banner(settings, projects.projects[0], broker, settings.resolved_store_dsn(),
-                          alerts_config), flush=True)
+                          alerts_config, delivery), flush=True)
         stop_wait = asyncio.create_task(stop.wait())
         await asyncio.wait({*background, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         stop_wait.cancel()
         async with _deadline(settings.shutdown_timeout_s, "up"):
-            # Stop taking events first, then insert everything Kafka acknowledged: the
-            # embedded broker keeps its log in memory only. The spool keeps what Kafka has
-            # not taken yet, and replays it at the next start.
+            # Stop taking events first, then insert everything accepted: forward the
+            # journal to Kafka, insert all of it, and let the journal forget it. Whatever
+            # is left stays in the journal (or the spool) for the next start.
             await http.stop()
             await ingest_log.stop()
             await identities.stop()
-            await delivery.stop()
+            await delivery.drain(settings.shutdown_timeout_s / 2)
             service.stop()
             if alerts is not None:
                 alerts.stop()
             await asyncio.gather(*background)
-            if not await service.drain(settings.shutdown_timeout_s):
-                log.error("stopped before every acknowledged event was inserted")
+            if await service.drain(settings.shutdown_timeout_s / 2):
+                await delivery.trim()
+            else:
+                log.error("stopped before every accepted event was inserted; the journal "
+                          "keeps them for the next start")
+            await delivery.stop()
     finally:
         if alerts is not None:
             await alerts.close()

@@ -34,6 +34,11 @@ class DeliveryConfig:
     spool_after_s: float
     replay_batch: int = 2000
     replay_backoff_max_s: float = 5.0
+    # Older spooled records are set aside, not replayed: past the sink's dedup window, a
+    # copy it already stored would be counted twice.
+    max_replay_age_s: float = 47 * 3600.0
+    # How often a journal asks the sink what it has stored, and forgets that much.
+    trim_every_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,8 @@ class SinkConfig:
     assign_all: bool
     progress_interval_s: float
     fault: str
+    # The install's secret: the erased ids are HMACs under it (store/erased_ids.py).
+    erasure_key: bytes = b""
 
 
 class Settings(BaseSettings):
@@ -97,6 +104,10 @@ class Settings(BaseSettings):
     spool_max_bytes: int = 1024 * 1024 * 1024
     spool_segment_bytes: int = 64 * 1024 * 1024
     spool_after_s: float = 2.0
+    # `tracklane up` only: its broker keeps its log in memory, so an event is accepted once
+    # fsynced in the spool, which keeps it until the sink has inserted it. Off, a crash
+    # loses what the sink had not inserted (for measuring what the journal costs).
+    journal: bool = True
 
     # SIGTERM: stop accepting, finish requests, flush, commit; exit after this at most.
     shutdown_timeout_s: float = 20.0
@@ -144,7 +155,10 @@ class Settings(BaseSettings):
     consumer_group: str = "tracklane-sink"
     batch_max_records: int = 5000
     batch_max_wait_ms: int = 200
-    dedup_window_hours: int = 48
+    # How far back the sink recognises a message id it stored. Longer than Kafka's
+    # retention (168 h in docker-compose.yml), so a replay of the topic from its start
+    # counts nothing twice; the spool replays nothing older (see collector/delivery.py).
+    dedup_window_hours: int = Field(default=192, ge=2)
     session_timeout_ms: int = 10000
     consumer_instance_id: str | None = None
     progress_interval_s: float = 1.0
@@ -182,14 +196,19 @@ class Settings(BaseSettings):
         )
 
     def delivery(self, kafka: KafkaConfig | None = None) -> DeliveryConfig:
-        return DeliveryConfig(kafka=kafka or self.kafka(), spool_after_s=self.spool_after_s)
+        return DeliveryConfig(kafka=kafka or self.kafka(), spool_after_s=self.spool_after_s,
+                              max_replay_age_s=self.max_replay_age_s())
 
-    def spool(self) -> SpoolConfig | None:
+    def max_replay_age_s(self) -> float:
+        """The dedup window, less an hour for clocks and for the replay itself."""
+        return max(0.0, (self.dedup_window_hours - 1) * 3600.0)
+
+    def spool(self, journal: bool = False) -> SpoolConfig | None:
         if self.spool_max_bytes <= 0:
             return None
         return SpoolConfig(directory=self.spool_dir or self.data_dir / "spool",
                            max_bytes=self.spool_max_bytes,
-                           segment_bytes=self.spool_segment_bytes)
+                           segment_bytes=self.spool_segment_bytes, journal=journal)
 
     def collector(self) -> CollectorConfig:
         return CollectorConfig(
@@ -226,4 +245,5 @@ class Settings(BaseSettings):
             assign_all=assign_all,
             progress_interval_s=self.progress_interval_s,
             fault=self.stream_fault,
+            erasure_key=self.secret.get_secret_value().encode(),
         )
