@@ -34,10 +34,13 @@ simply be retried and redoes everything. That is also why the anonymous ids that
 to the user are found from ``identities`` *and* the events together: after a failed
 attempt rebuilt ``identities``, the user's own events still say which ids were theirs.
 
+Before anything is deleted, the user id and their anonymous ids go to ``erased_ids``
+(:mod:`store.erased_ids`), and the erasure waits until every live sink reads them: from
+then on the sink drops the person's events that happened or arrived before the erasure,
+whether still in Kafka or the spool, retried by a client or sent late. Events that
+arrive in that wait and link one more anonymous id to the user add it to the list too.
 ``event_ids`` rows are kept: they hold only the project, an opaque message id, the
-receive time and a batch token, and expire with the deduplication window. Keeping them
-means a client retry or a sink replay of an erased message inside that window is dropped
-as a duplicate instead of bringing the erased event back.
+receive time and a batch token, and expire with the deduplication window.
 
 Deletes are ``ALTER TABLE ... DELETE`` mutations run with ``mutations_sync = 2``: the rows
 are physically rewritten away, not just masked, when :func:`erase_user` returns.
@@ -53,8 +56,6 @@ affected days.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 import threading
 import uuid
@@ -64,6 +65,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from store import erased_ids
 from store.persons import reload_identity_map
 
 # One erasure at a time in this process: two rebuilding the same minute at once could
@@ -162,33 +164,35 @@ class Erasure:
     sessions_rebuilt: int
 
 
-def user_hash(user_id: str, key: bytes) -> str:
-    """What the audit keeps instead of the user id: its HMAC-SHA-256 under the install's
-    secret, in hex. A plain hash of an email or a numeric id is undone by guessing; the
-    key makes the hash answer only "was this id erased?" for someone who holds it."""
-    if not key:
-        raise ValueError("the audit key is empty")
-    return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()
-
-
 def erase_user(client: Client, project_id: str, user_id: str, *, requested_by: str,
-               requested_at: datetime, audit_key: bytes) -> Erasure:
+               requested_at: datetime, audit_key: bytes, fence_timeout_s: float = 20.0) -> Erasure:
     """Erase ``user_id`` from ``project_id`` (see the module docstring); audit and report it.
 
     A user with no events is not an error: the erasure is audited with zero counts.
+    Raises ``ErasureFenceTimeout`` when a live sink did not read the erased ids in
+    ``fence_timeout_s``; the ids stay listed, and the same request can be retried.
     """
     if not user_id:
         # '' is every anonymous event's user id.
         raise ValueError("user_id: required")
     with _LOCK:
         params: dict[str, Any] = {"p": project_id, "u": user_id}
+        erasure_id = str(uuid.uuid4())
         params["anon"] = _owned_anonymous_ids(client, params)
+        seen = erased_ids.record(client, project_id, erasure_id, requested_at, audit_key,
+                                 users=[user_id], anonymous_ids=params["anon"])
+        erased_ids.wait_for_sinks(client, seen, fence_timeout_s)
+        # Events inserted meanwhile may have linked one more anonymous id to the user.
+        owned = _owned_anonymous_ids(client, params)
+        if more := sorted(set(owned) - set(params["anon"])):
+            erased_ids.record(client, project_id, erasure_id, requested_at, audit_key,
+                              anonymous_ids=more)
+        params["anon"] = owned
         events, days, minutes, sessions = client.query(
             "SELECT count(), uniqExact(toDate(timestamp)), uniqExact(toStartOfMinute(timestamp)),"
             " uniqExactIf((toDate(timestamp), session_id), session_id != '') "
             f"FROM events WHERE {_ERASED}", parameters=params).result_rows[0]
         params["linked"] = _linked_rows(client, params)
-        erasure_id = str(uuid.uuid4())
         if events:
             for aggregate in AGGREGATES:
                 _rebuild(client, aggregate, params, f"erasure-{erasure_id}-{aggregate.table}")
@@ -201,7 +205,8 @@ def erase_user(client: Client, project_id: str, user_id: str, *, requested_by: s
             client.command(f"ALTER TABLE events DELETE WHERE {_ERASED}", parameters=params,
                            settings=_MUTATION)
         erasure = Erasure(
-            erasure_id=erasure_id, project_id=project_id, user_hash=user_hash(user_id, audit_key),
+            erasure_id=erasure_id, project_id=project_id,
+            user_hash=erased_ids.id_hash(user_id, audit_key),
             requested_at=requested_at, requested_by=requested_by, events_deleted=int(events),
             anonymous_ids=len(params["anon"]), days_rebuilt=int(days),
             minutes_rebuilt=int(minutes), sessions_rebuilt=int(sessions),

@@ -58,6 +58,14 @@ def insert_events(client: Client, rows: Sequence[Sequence[Any]], token: str) -> 
     )
 
 
+def remember_message_ids(client: Client, rows: Sequence[tuple[str, str, datetime]],
+                         token: str) -> None:
+    """Record (project, message id, received at) as seen without an event row: a resend
+    of it inside the dedup window is then a duplicate."""
+    client.insert("event_ids", [[p, m, at, token] for p, m, at in rows],
+                  column_names=["project_id", "message_id", "received_at", "batch_token"])
+
+
 def stored_message_ids(
     client: Client, pairs: Iterable[tuple[str, str]], since: datetime
 ) -> dict[tuple[str, str], str]:
@@ -104,16 +112,17 @@ def write_intent(client: Client, group: str, topic: str, intent: BatchIntent) ->
 
 
 def write_progress(
-    client: Client, group: str, topic: str, progress: Sequence[PartitionProgress], now: datetime
+    client: Client, group: str, topic: str, progress: Sequence[PartitionProgress], now: datetime,
+    erasures_seen: int = 0,
 ) -> None:
     if not progress:
         return
     client.insert(
         "stream_progress",
-        [[group, topic, p.partition, p.next_offset, p.highwater, p.lag, p.watermark, now]
-         for p in progress],
+        [[group, topic, p.partition, p.next_offset, p.highwater, p.lag, p.watermark, now,
+          erasures_seen] for p in progress],
         column_names=["consumer_group", "topic", "partition", "next_offset", "highwater",
-                      "lag", "watermark", "updated_at"],
+                      "lag", "watermark", "updated_at", "erasures_seen"],
     )
 
 

@@ -74,6 +74,7 @@ class StreamService:
         self._stopping = asyncio.Event()
         self._writing = asyncio.Lock()
         self._last_progress = 0.0
+        self._erasures_seen = 0  # the erased ids of the last round (see store/erased_ids.py)
 
     async def start(self) -> None:
         assign = self._config.assign_all
@@ -162,6 +163,9 @@ class StreamService:
         """Recover newly owned partitions, then fetch and insert one round of batches."""
         consumer = self._consumer
         assert consumer is not None
+        # Every batch of this round honours the erasures recorded so far; once the round
+        # is reported, an erasure waiting for it may delete.
+        seen = await asyncio.to_thread(self._sink.refresh_erased)
         for partition, pending in list(self._partitions.items()):
             if pending.needs_recovery:
                 await self._recover(partition, pending)
@@ -185,6 +189,7 @@ class StreamService:
                 })
             await self._write(tp, state, records)
             handled += len(records)
+        self._erasures_seen = seen
         return handled
 
     def _detect_log_resets(self) -> None:
@@ -299,6 +304,12 @@ class StreamService:
                 return out  # the log ends before the range does: it is not our log
         return out
 
+    def inserted_offsets(self) -> dict[int, int]:
+        """Per owned partition, the offset below which every record is inserted (or was
+        dropped as a duplicate or as undecodable): the journal's trim point."""
+        return {partition: state.next_offset for partition, state in self._partitions.items()
+                if state.next_offset is not None}
+
     def progress(self) -> list[PartitionProgress]:
         """Lag and watermark per owned partition, as of now."""
         consumer = self._consumer
@@ -329,7 +340,7 @@ class StreamService:
         try:
             await asyncio.to_thread(
                 queries.write_progress, self._client, self._config.group_id, self._kafka.topic,
-                progress, self._clock(),
+                progress, self._clock(), self._erasures_seen,
             )
         except Exception:
             log.exception("could not store stream progress")

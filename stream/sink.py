@@ -2,7 +2,8 @@
 
 For each partition the sink handles batches of consecutive offsets [s, e], in order:
 
-1. decode the envelopes and drop repeats of a message id inside the batch;
+1. decode the envelopes and drop repeats of a message id inside the batch, and the
+   events of erased people (:mod:`store.erased_ids`);
 2. drop message ids already stored (``event_ids``), looking back ``dedup_window`` from the
    batch's earliest arrival, except those stored under this batch's own token;
 3. write the batch's *intent* (range, first key, token) to ``stream_offsets``;
@@ -33,7 +34,8 @@ from typing import Protocol
 from clickhouse_connect.driver.client import Client
 from pydantic import ValidationError
 
-from store import queries
+from store import erased_ids, queries
+from store.erased_ids import ErasedIds
 from store.queries import BatchIntent
 from stream.faults import FaultPoint
 from tracklane.contract import Envelope, envelope_to_row
@@ -93,6 +95,17 @@ class EventSink:
         self._metrics = metrics
         self._faults = faults or FaultPoint()
         self._seq: dict[int, int] = {}
+        self._erased = ErasedIds(config.erasure_key)
+        self._erased_version = -1
+
+    def refresh_erased(self) -> int:
+        """Read the erased ids again if the list grew; return its size, the erasures this
+        sink now honours."""
+        seen = erased_ids.version(self._client)
+        if seen != self._erased_version:
+            self._erased = ErasedIds.load(self._client, self._config.erasure_key)
+            self._erased_version = seen
+        return seen
 
     def last_intent(self, partition: int) -> BatchIntent | None:
         intent = queries.latest_intent(self._client, self._config.group_id, self._topic, partition)
@@ -117,6 +130,10 @@ class EventSink:
         token = batch_token(self._topic, partition, records)
         envelopes, undecodable = self._decode(partition, records)
         duplicates = len(records) - undecodable - len(envelopes)
+        erased = [env for env, _ in envelopes if self._erased.covers(env)]
+        if erased:
+            dropped = {id(env) for env in erased}
+            envelopes = [(env, offset) for env, offset in envelopes if id(env) not in dropped]
         fresh: list[tuple[Envelope, int]] = []
         landed = 0  # rows of this very batch stored by an interrupted earlier attempt
         if envelopes:
@@ -145,11 +162,17 @@ class EventSink:
                 self._client, [envelope_to_row(e, partition, o, token) for e, o in fresh], token
             )
             self._metrics.insert_seconds.observe(time.perf_counter() - started)
+        if erased:
+            # Their ids, so that a client's resend of one (with no timestamp of its own, it
+            # would look new) is dropped as a duplicate.
+            queries.remember_message_ids(self._client, [
+                (env.project_id, env.message_id, env.received_at) for env in erased], "erased")
         self._faults.reached("after_insert")
         self._metrics.consumed.inc(len(records))
         self._metrics.inserted.inc(len(fresh) - landed)
         self._metrics.duplicates.inc(duplicates)
         self._metrics.undecodable.inc(undecodable)
+        self._metrics.erased.inc(len(erased))
         if replay is not None:
             self._metrics.replayed_batches.inc()
         last = max((env.received_at for env, _ in envelopes), default=None)

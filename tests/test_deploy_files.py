@@ -257,3 +257,17 @@ def test_alerts_notify_the_compose_alertmanager() -> None:
             for p in (ROOT / "grafana" / "dashboards").glob("*.json")}
     link = rules.evaluation.dashboard_url
     assert link and link.rsplit("/d/", 1)[1] in uids
+
+
+def test_the_dedup_window_outlasts_kafka_retention_and_every_part_shares_the_secret() -> None:
+    """A replay of the whole topic counts nothing twice, and every part matches the same
+    erased ids (HMACs under one secret)."""
+    services = compose()["services"]
+    kafka = _env(services["kafka"])
+    retention_h = int(kafka["KAFKA_LOG_RETENTION_HOURS"])
+    for name in ("collector", "stream"):
+        env = {**_dockerfile_env(), **_env(services[name])}
+        window_h = int(env.get("TRACKLANE_DEDUP_WINDOW_HOURS",
+                               Settings.model_fields["dedup_window_hours"].default))
+        assert window_h > retention_h, (name, window_h, retention_h)
+        assert _env(services[name])["TRACKLANE_SECRET"].startswith("${TRACKLANE_SECRET:?"), name
