@@ -1,6 +1,7 @@
 """The child processes of ``bench.throughput``; each prints one JSON object on stdout.
 
     python -m bench.throughput_workers bare --port P
+    python -m bench.throughput_workers pixel-minimal '{"bootstrap": ..., "topic": ...}' --port P
     python -m bench.throughput_workers kafka-raw '<spec>'    # raw aiokafka, send_batch
     python -m bench.throughput_workers kafka-fill '<spec>'   # N unique records for the sink
     python -m bench.throughput_workers sink '<spec>'         # the real StreamService
@@ -28,8 +29,9 @@ from fastapi import FastAPI
 
 from bench.loadgen import CpuWindow, batch_template, fill
 from collector.enrich import anonymize_ip, parse_user_agent
-from collector.producer import ensure_topic
+from collector.producer import EventProducer, ensure_topic
 from stream.consumer import StreamService
+from tracklane.cli import run_loop
 from tracklane.contract import (
     EVENT_COLUMNS,
     Envelope,
@@ -77,6 +79,41 @@ async def serve_bare(host: str, port: int) -> None:
     await http.start()
     await stop.wait()
     await http.stop()
+
+
+_GIF = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00"
+        b"\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+
+
+async def serve_minimal_pixel(host: str, port: int, spec: dict[str, Any]) -> None:
+    """The least a Python pixel can do: per hit, one keyed aiokafka ``send`` of the query
+    string, awaited with the collector's producer settings (acks=all, its partitioner),
+    then the 43-byte GIF. What the collector's pixel is compared with."""
+    kafka = KafkaConfig(spec["bootstrap"], spec["topic"], int(spec.get("partitions", 4)), 5.0)
+    await ensure_topic(kafka)
+    producer = EventProducer(kafka)
+    await producer.start()
+
+    async def app(scope: Scope, receive: Callable[[], Awaitable[Message]],
+                  send: Callable[[Message], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            return
+        query: bytes = scope["query_string"]
+        await producer.send_records([(query, query)])
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"image/gif"),
+                                (b"content-length", str(len(_GIF)).encode())]})
+        await send({"type": "http.response.body", "body": _GIF})
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    http = HttpServer(cast(FastAPI, app), host, port)
+    await http.start()
+    await stop.wait()
+    await http.stop()
+    await producer.stop()
 
 
 # -- records -------------------------------------------------------------------------------
@@ -321,17 +358,21 @@ async def raw_insert(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["bare", "kafka-raw", "kafka-fill", "sink", "raw-insert"])
+    parser.add_argument("mode", choices=["bare", "pixel-minimal", "kafka-raw", "kafka-fill",
+                                         "sink", "raw-insert"])
     parser.add_argument("spec", nargs="?", default="{}")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     # As `tracklane` does before running anything.
     setup_logging(Settings().log_level)
-    if args.mode == "bare":
-        asyncio.run(serve_bare(args.host, args.port))
-        return
     spec: dict[str, Any] = json.loads(args.spec)
+    if args.mode == "bare":
+        run_loop(serve_bare(args.host, args.port))  # the loop `tracklane` runs on
+        return
+    if args.mode == "pixel-minimal":
+        run_loop(serve_minimal_pixel(args.host, args.port, spec))
+        return
     jobs = {"kafka-raw": kafka_raw, "kafka-fill": kafka_fill, "sink": sink,
             "raw-insert": raw_insert}
     if args.mode in ("sink", "raw-insert") and "data_dir" not in spec:
