@@ -15,7 +15,7 @@ from clickhouse_connect.driver.client import Client
 from store import queries
 from store.queries import PartitionProgress
 from stream.faults import FaultPoint
-from stream.sink import EventSink, SourceRecord
+from stream.sink import EventSink, SourceRecord, token_epoch
 from tracklane.clock import Clock, utc_now
 from tracklane.metrics import Metrics
 from tracklane.settings import KafkaConfig, SinkConfig
@@ -38,6 +38,8 @@ class _PartitionState:
     last_received_at: datetime | None = None
     # Key of the record at next_offset - 1, to check the log is still the one we read.
     last_key: bytes | None = None
+    # Incarnation of the partition's log, part of every batch token (see batch_token).
+    epoch: int = 0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -243,7 +245,7 @@ class StreamService:
             if self._partitions.get(tp.partition) is not state:
                 return  # revoked while waiting: the next owner replays from the intent
             result = await asyncio.to_thread(
-                self._sink.write_batch, tp.partition, records, replay)
+                self._sink.write_batch, tp.partition, records, replay, state.epoch)
         state.next_offset = records[-1].offset + 1
         state.last_key = records[-1].key
         if result.last_received_at is not None:
@@ -267,6 +269,7 @@ class StreamService:
             return
         consumer.seek(tp, intent.start_offset)
         records = await self._fetch_range(tp, intent.start_offset, intent.end_offset)
+        state.epoch = token_epoch(intent.batch_token)
         if self._sink.matches(intent, records):
             log.info("replaying interrupted batch", extra={
                 "partition": partition, "start": intent.start_offset, "end": intent.end_offset,
@@ -275,13 +278,60 @@ class StreamService:
             consumer.seek(tp, intent.end_offset + 1)
         else:
             # Expected after `tracklane up` restarts: its in-memory broker starts empty.
+            state.epoch += 1  # a new log: its batches are not the old one's
+            await consumer.seek_to_beginning(tp)
+            state.next_offset = None
+            # The batch may have landed in some tables and not others. `up`'s journal
+            # replays the old log, in order, from before it: finish it from there, with
+            # its own token. The records before it in the new log were all stored.
+            again = await self._find_batch(tp, intent)
+            if again:
+                log.warning("the log was reset; replaying the interrupted batch from the "
+                            "new log", extra={"partition": partition,
+                                              "old": [intent.start_offset, intent.end_offset],
+                                              "new": [again[0].offset, again[-1].offset]})
+                await self._write(tp, state, again, replay=intent)
+                consumer.seek(tp, again[-1].offset + 1)
+                return
             log.warning(
                 "the log no longer holds the stored batch; reading it from the start",
                 extra={"partition": partition, "start": intent.start_offset,
                        "end": intent.end_offset},
             )
             await consumer.seek_to_beginning(tp)
-            state.next_offset = None
+
+    async def _find_batch(self, tp: TopicPartition,
+                          intent: queries.BatchIntent) -> list[SourceRecord]:
+        """The run of records of ``intent``'s batch in a new log, read from its start, or []
+        once the log has stopped growing without it (or after the replay timeout)."""
+        consumer = self._consumer
+        assert consumer is not None
+        size = intent.end_offset - intent.start_offset + 1
+        first = intent.first_key.encode()
+        seen: list[SourceRecord] = []  # from the first record that may start the batch
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _REPLAY_FETCH_TIMEOUT_S
+        quiet_since = loop.time()
+        while loop.time() < deadline:
+            got = (await consumer.getmany(tp, timeout_ms=200, max_records=size)).get(tp, [])
+            if not got:
+                if loop.time() - quiet_since > 1.0:
+                    return []  # nothing more is coming: the batch is not in this log
+                continue
+            quiet_since = loop.time()
+            seen += got
+            while seen:
+                start = next((i for i, r in enumerate(seen) if r.key == first), None)
+                if start is None:
+                    seen = []
+                    break
+                seen = seen[start:]
+                if len(seen) < size:
+                    break
+                if self._sink.same_records(intent, seen[:size]):
+                    return seen[:size]
+                seen = seen[1:]
+        return []
 
     async def _fetch_range(self, tp: TopicPartition, start: int, end: int) -> list[SourceRecord]:
         consumer = self._consumer

@@ -66,13 +66,33 @@ class BatchResult:
     last_received_at: datetime | None
 
 
-def batch_token(topic: str, partition: int, records: Sequence[SourceRecord]) -> str:
-    """A token naming exactly these records: same range and same keys give the same token."""
+def batch_token(topic: str, partition: int, records: Sequence[SourceRecord],
+                epoch: int = 0) -> str:
+    """A token naming exactly these records of one incarnation of the partition's log: same
+    range, same keys and same ``epoch`` give the same token.
+
+    The epoch grows each time the sink finds the log reset (an in-memory broker restarted).
+    A new log can hold the very same records at the very same offsets (``tracklane up``
+    replays its journal in order), and its batch must not pass for the old one's, whose
+    rows would then be kept as "landed by an interrupted attempt" and stored twice.
+    """
+    span = f"{records[0].offset}-{records[-1].offset}"
+    token = f"{topic}:{partition}:{span}:{_keys_digest(records)}"
+    return f"{token}:epoch={epoch}" if epoch else token
+
+
+def _keys_digest(records: Sequence[SourceRecord]) -> str:
     digest = hashlib.sha1()
     for record in records:
         digest.update(record.key or b"")
         digest.update(b"\x00")
-    return f"{topic}:{partition}:{records[0].offset}-{records[-1].offset}:{digest.hexdigest()[:20]}"
+    return digest.hexdigest()[:20]
+
+
+def token_epoch(token: str) -> int:
+    """The log epoch a token was made in (Kafka topic names cannot hold "=")."""
+    _, found, epoch = token.rpartition(":epoch=")
+    return int(epoch) if found and epoch.isdigit() else 0
 
 
 def first_key(records: Sequence[SourceRecord]) -> str:
@@ -118,16 +138,29 @@ class EventSink:
             bool(records)
             and records[0].offset == intent.start_offset
             and records[-1].offset == intent.end_offset
-            and batch_token(self._topic, intent.partition, records) == intent.batch_token
+            and batch_token(self._topic, intent.partition, records,
+                            token_epoch(intent.batch_token)) == intent.batch_token
         )
 
+    def same_records(self, intent: BatchIntent, records: Sequence[SourceRecord]) -> bool:
+        """Whether ``records`` hold the keys of ``intent``'s batch, in order, wherever they
+        sit in the log (a new log that a journal filled again)."""
+        # token: topic:partition:start-end:digest[:epoch=N]; topics cannot hold ":".
+        parts = intent.batch_token.split(":")
+        return (len(records) == intent.end_offset - intent.start_offset + 1
+                and len(parts) >= 4 and _keys_digest(records) == parts[3])
+
     def write_batch(
-        self, partition: int, records: Sequence[SourceRecord], replay: BatchIntent | None = None
+        self, partition: int, records: Sequence[SourceRecord], replay: BatchIntent | None = None,
+        epoch: int = 0,
     ) -> BatchResult:
-        """Insert one batch of consecutive records of ``partition``; see the module docstring."""
+        """Insert one batch of consecutive records of ``partition``, read from log ``epoch``;
+        see the module docstring."""
         if not records:
             return BatchResult(0, 0, 0, None)
-        token = batch_token(self._topic, partition, records)
+        # A replay keeps its batch's token, also when a new log holds the batch elsewhere.
+        token = (replay.batch_token if replay is not None
+                 else batch_token(self._topic, partition, records, epoch))
         envelopes, undecodable = self._decode(partition, records)
         duplicates = len(records) - undecodable - len(envelopes)
         erased = [env for env, _ in envelopes if self._erased.covers(env)]

@@ -163,10 +163,20 @@ def test_every_acknowledged_event_survives_a_sigkill(tmp_path: Path, kill: str) 
 
     with tracklane_up(tmp_path, port):
         # The journal forwarded, and the sink read, everything: any double count shows.
-        wait_for(lambda: stats(base, read_key, "crash_test") >= len(acked)
-                 and metric(base, "tracklane_spool_events") == 0
-                 and metric(base, 'tracklane_stream_lag{partition="0"}') == 0, 60,
-                 "the journal was not replayed")
+        lag = 'tracklane_stream_lag{partition="0"}'
+
+        def replayed() -> bool:
+            return (stats(base, read_key, "crash_test") >= len(acked)
+                    and metric(base, "tracklane_spool_events") == 0
+                    and metric(base, lag) == 0)
+
+        try:
+            wait_for(replayed, 60, "the journal was not replayed")
+        except AssertionError:
+            raise AssertionError(
+                f"counted {stats(base, read_key, 'crash_test')} of {len(acked)}, "
+                f"journal backlog {metric(base, 'tracklane_spool_events')}, lag "
+                f"{metric(base, lag)}") from None
         assert stats(base, read_key, "crash_test") == len(acked)
     # Stopped: everything forwarded is inserted. Each acknowledged id is stored once.
     stored = stored_message_ids(tmp_path, "crash_test")
