@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import secrets
@@ -33,7 +34,7 @@ from collector.client_address import client_ip
 from collector.client_config import client_config_router
 from collector.delivery import Delivery, NotAccepted
 from collector.enrich import anonymize_ip, parse_user_agent
-from collector.fastpath import Handler, IngestRoutes
+from collector.fastpath import Handler, IngestApp
 from collector.ingest_log import IngestLog
 from collector.limits import ClientSlots, InflightLimit, RateLimiter
 from collector.persons_api import persons_router
@@ -102,8 +103,8 @@ def error_response(err: RequestError, headers: dict[str, str] | None = None) -> 
 
 
 def create_app(deps: CollectorDeps) -> FastAPI:
-    app = FastAPI(title="Tracklane collector", version="0.1.0",
-                  description=openapi.API_DESCRIPTION)
+    app = IngestApp(title="Tracklane collector", version="0.1.0",
+                    description=openapi.API_DESCRIPTION)
     ingest = _Ingest(deps)
 
     @app.exception_handler(RequestValidationError)
@@ -172,7 +173,8 @@ def create_app(deps: CollectorDeps) -> FastAPI:
         deps.metrics.client_metrics.inc()
         return JSONResponse({"success": True}, headers=_cors(request))
 
-    app.add_middleware(IngestRoutes, routes=routes, on_error=reject)
+    app.ingest_routes.update(routes)
+    app.ingest_error = reject
 
     @app.options("/v1/{path:path}", status_code=204, response_class=Response,
                  responses=openapi.PREFLIGHT_RESPONSES)
@@ -263,6 +265,10 @@ class _Ingest:
         self._inflight = InflightLimit(cfg.max_inflight_requests, cfg.max_inflight_bytes,
                                        cfg.retry_after_s)
         self._clients = ClientSlots(cfg.max_requests_per_client)
+        # A metric's child per label value, looked up once: ``labels()`` costs a pixel hit
+        # a few percent.
+        self._received = functools.cache(deps.metrics.received.labels)
+        self._seconds = functools.cache(deps.metrics.request_seconds.labels)
 
     async def handle_body(self, request: Request, route: str, single: str | None) -> Response:
         cfg = self._deps.config
@@ -308,7 +314,7 @@ class _Ingest:
             raw_events = [_merge_batch_level(e, data) for e in batch]
         with self._inflight.admit():
             response = await self._accept(request, project, route, raw_events, single)
-        self._deps.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+        self._seconds(route).observe(time.perf_counter() - started)
         return response
 
     async def _handle_pixel(self, request: Request) -> Response:
@@ -319,10 +325,10 @@ class _Ingest:
         if "anonymousId" not in message and "userId" not in message:
             message["anonymousId"] = self._cookieless_id(request, project)
         with self._inflight.admit():
-            response = await self._accept(request, project, "pixel", [message], None)
-        self._deps.metrics.request_seconds.labels("pixel").observe(time.perf_counter() - started)
-        if response.status_code != 200:
-            return response
+            outcome = await self._deliver(request, project, "pixel", [message], None)
+        self._seconds("pixel").observe(time.perf_counter() - started)
+        if isinstance(outcome, Response):  # refused, or its one event rejected
+            return outcome
         return Response(PIXEL_GIF, media_type="image/gif", headers={
             "Cache-Control": "no-store, no-cache, must-revalidate, max-age=0",
             **_cors(request),
@@ -348,9 +354,24 @@ class _Ingest:
         self, request: Request, project: Project, route: str, raw_events: list[Any],
         single: str | None,
     ) -> Response:
+        """Deliver the events; the JSON answer of the body routes."""
+        outcome = await self._deliver(request, project, route, raw_events, single)
+        if isinstance(outcome, Response):
+            return outcome
+        accepted, errors = outcome
+        body: dict[str, Any] = {"success": True, "accepted": accepted}
+        if errors:
+            body["errors"] = errors
+        return JSONResponse(body, headers=_cors(request))
+
+    async def _deliver(
+        self, request: Request, project: Project, route: str, raw_events: list[Any],
+        single: str | None,
+    ) -> Response | tuple[int, list[dict[str, Any]]]:
+        """Validate, enrich and deliver; a refusal's answer, or (accepted, errors)."""
         deps = self._deps
         metrics = deps.metrics
-        metrics.received.labels(route).inc(len(raw_events))
+        self._received(route).inc(len(raw_events))
         received_at = deps.clock()
         request_ip = client_ip(request, deps.config.trusted_proxies)
         request_ua = request.headers.get("user-agent", "")
@@ -402,10 +423,7 @@ class _Ingest:
             )
         if deps.ingest_log is not None:
             deps.ingest_log.accepted(project.id, route, len(records))
-        body: dict[str, Any] = {"success": True, "accepted": len(records)}
-        if errors:
-            body["errors"] = errors
-        return JSONResponse(body, headers=cors)
+        return len(records), errors
 
     def _record(
         self, raw: Any, single: str | None, project: Project, received_at: datetime,

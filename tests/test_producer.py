@@ -1,8 +1,9 @@
-"""The producer: Kafka's key partitioning, and on a real broker, batched and per-record
-sends put a key in one partition."""
+"""The producer: Kafka's key partitioning, and on a real broker, a request's own batches and
+the send small requests share put a key in one partition."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 
@@ -32,8 +33,9 @@ async def test_batched_and_single_sends_agree_on_partitions(broker: TansuBroker)
     await producer.start()
     try:
         await producer.send_records(records)  # one batch per partition
-        for record in records[:40]:
-            await producer.send_records([record])  # one by one, through send()
+        # Forty one-record requests at once: one shared send, each told its offsets.
+        answers = await asyncio.gather(*(producer.send_records([r]) for r in records[:40]))
+        assert all(answers) and all(a == answers[0] for a in answers)
     finally:
         await producer.stop()
 
