@@ -29,7 +29,8 @@ from fastapi import FastAPI
 
 from bench.loadgen import CpuWindow, batch_template, fill
 from collector.enrich import anonymize_ip, parse_user_agent
-from collector.producer import EventProducer, ensure_topic
+from collector.partitioner import KeyPartitioner
+from collector.producer import ensure_topic
 from stream.consumer import StreamService
 from tracklane.cli import run_loop
 from tracklane.contract import (
@@ -87,11 +88,13 @@ _GIF = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x0
 
 async def serve_minimal_pixel(host: str, port: int, spec: dict[str, Any]) -> None:
     """The least a Python pixel can do: per hit, one keyed aiokafka ``send`` of the query
-    string, awaited with the collector's producer settings (acks=all, its partitioner),
-    then the 43-byte GIF. What the collector's pixel is compared with."""
+    string, awaited with acks=all and the collector's partitioner, then the 43-byte GIF.
+    What the collector's pixel is compared with."""
     kafka = KafkaConfig(spec["bootstrap"], spec["topic"], int(spec.get("partitions", 4)), 5.0)
     await ensure_topic(kafka)
-    producer = EventProducer(kafka)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all",
+                                enable_idempotence=False, linger_ms=0,
+                                partitioner=KeyPartitioner())
     await producer.start()
 
     async def app(scope: Scope, receive: Callable[[], Awaitable[Message]],
@@ -99,7 +102,7 @@ async def serve_minimal_pixel(host: str, port: int, spec: dict[str, Any]) -> Non
         if scope["type"] != "http":
             return
         query: bytes = scope["query_string"]
-        await producer.send_records([(query, query)])
+        await (await producer.send(kafka.topic, query, key=query))
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"image/gif"),
                                 (b"content-length", str(len(_GIF)).encode())]})
