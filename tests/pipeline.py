@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from clickhouse_connect.driver.client import Client
 from fastapi import FastAPI
 
@@ -169,6 +170,25 @@ async def running_pipeline(
         if sink is not None:
             await sink.stop()
         await delivery.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, count: int,
+                     timeout_s: float = 10.0) -> list[ConsumerRecord[bytes, bytes]]:
+    """The first ``count`` records of ``topic`` (or fewer, once ``timeout_s`` has passed
+    with none arriving)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        while len(records) < count:
+            got = await consumer.getmany(timeout_ms=int(timeout_s * 1000))
+            if not got:
+                break
+            records += [r for batch in got.values() for r in batch]
+    finally:
+        await consumer.stop()
+    return records
 
 
 def now_utc() -> datetime:

@@ -11,10 +11,17 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from clickhouse_connect.driver.client import Client
 
-from tests.pipeline import Pipeline, new_project, now_utc, pipeline_settings, running_pipeline
+from tests.pipeline import (
+    Pipeline,
+    new_project,
+    now_utc,
+    pipeline_settings,
+    read_topic,
+    running_pipeline,
+)
 from tracklane.broker import TansuBroker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.waits_on_mutations]
@@ -100,16 +107,8 @@ async def test_a_replay_after_the_dedup_window_is_dropped(
                       parameters={"p": project.id})
 
         # Kafka still holds the envelopes (its retention is longer): replay them all.
-        consumer = AIOKafkaConsumer(settings.topic, bootstrap_servers=broker.bootstrap_servers,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
-        await consumer.start()
-        try:
-            records: list[Any] = []
-            while len(records) < 5:
-                got = await consumer.getmany(timeout_ms=1000)
-                records += [r for batch in got.values() for r in batch]
-        finally:
-            await consumer.stop()
+        records = await read_topic(broker.bootstrap_servers, settings.topic, 5)
+        assert len(records) == 5
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
         await producer.start()
         try:
