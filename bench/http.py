@@ -51,11 +51,14 @@ TARGETS = {"collector_vs_minimal": 0.50, "up_vs_minimal": 0.35,
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(url: str, seconds: float, connections: int, pids: dict[str, int | None]) -> dict[str, Any]:
-    """One wrk run: requests/s, latency percentiles (ms), non-2xx, and CPU per process."""
+def wrk(url: str, seconds: float, connections: int, pids: dict[str, int | None],
+        script: Path | None = None) -> dict[str, Any]:
+    """One wrk run (``script``: a Lua file making the requests): requests/s, latency
+    percentiles (ms), non-2xx, and CPU per process."""
     threads = min(2, connections)
+    lua = ["-s", str(script)] if script is not None else []
     proc = subprocess.Popen(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:.0f}s",
-                             "--latency", url], stdout=subprocess.PIPE, text=True)
+                             "--latency", *lua, url], stdout=subprocess.PIPE, text=True)
     window = CpuWindow({**pids, "wrk": proc.pid})
     out, _ = proc.communicate()
     cpu = window.stop()

@@ -21,16 +21,15 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from statistics import median
 from typing import Any
 
+from bench.http import wrk
 from bench.throughput import WRITE_KEY, Children, _tracklane, _wait_http, _write_projects, log
 from tracklane.broker import free_port
 
@@ -57,23 +56,8 @@ end
 """
 
 
-def _wrk(url: str, seconds: float, connections: int, script: Path | None) -> dict[str, float]:
-    args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "--latency"]
-    if script is not None:
-        args += ["-s", str(script)]
-    out = subprocess.run([*args, url], check=True, capture_output=True, text=True).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    requests = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
-    scale = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
-    return {"requests_per_s": rate, "requests": requests,
-            "non_2xx": float(non2xx.group(1)) if non2xx else 0.0,
-            "p99_ms": float(p99.group(1)) * scale[p99.group(2)] * 1000 if p99 else -1.0}
-
-
 def _round(c: Children, workdir: Path, journal: bool, seconds: float,
-           script: Path) -> dict[str, dict[str, float]]:
+           script: Path) -> dict[str, dict[str, Any]]:
     data = workdir / f"data-{'journal' if journal else 'memory'}"
     shutil.rmtree(data, ignore_errors=True)
     _write_projects(data / "projects.toml")
@@ -85,8 +69,9 @@ def _round(c: Children, workdir: Path, journal: bool, seconds: float,
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_http(up, f"{base}/healthz", timeout_s=120)
-        pixel = _wrk(f"{base}/p.gif?k={WRITE_KEY}&e=bench_pixel", seconds, 64, None)
-        batch = _wrk(base, seconds, 32, script)
+        pids: dict[str, int | None] = {"up": up.pid}
+        pixel = wrk(f"{base}/p.gif?k={WRITE_KEY}&e=bench_pixel", seconds, 64, pids)
+        batch = wrk(base, seconds, 32, pids, script)
     finally:
         c.stop(up, signal.SIGINT, timeout_s=120)
     return {"pixel": pixel, "batch": batch}
@@ -105,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     script = workdir / "batch.lua"
     script.write_text(_BATCH_LUA % {"auth": base64.b64encode(f"{WRITE_KEY}:".encode()).decode(),
                                     "run": workdir.name})
-    results: dict[bool, list[dict[str, dict[str, float]]]] = {True: [], False: []}
+    results: dict[bool, list[dict[str, dict[str, Any]]]] = {True: [], False: []}
     try:
         for n in range(rounds):
             for journal in (n % 2 == 0, n % 2 != 0):
@@ -117,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, Any] = {"rounds": rounds, "seconds": seconds}
     for kind, per_request in (("pixel", 1), ("batch", 100)):
         def figure(journal: bool, key: str, kind: str = kind) -> float:
-            return median(r[kind][key] for r in results[journal])
+            return float(median(r[kind][key] for r in results[journal]))
         with_it, without = figure(True, "requests_per_s"), figure(False, "requests_per_s")
         summary[kind] = {
             "events_per_s_journal": round(with_it * per_request),

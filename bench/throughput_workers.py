@@ -30,6 +30,7 @@ from fastapi import FastAPI
 from bench.loadgen import CpuWindow, batch_template, fill
 from collector.enrich import anonymize_ip, parse_user_agent
 from collector.partitioner import KeyPartitioner
+from collector.pixel import PIXEL_GIF
 from collector.producer import ensure_topic
 from stream.consumer import StreamService
 from tracklane.cli import run_loop
@@ -69,21 +70,22 @@ async def bare_app(
     await send({"type": "http.response.body", "body": b""})
 
 
-async def serve_bare(host: str, port: int) -> None:
+async def serve_until_signalled(app: Any, host: str, port: int) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     # The collector's own server wrapper, so the uvicorn config is the same by construction
     # (HttpServer is typed for FastAPI but hands the app to uvicorn as any ASGI app).
-    http = HttpServer(cast(FastAPI, bare_app), host, port)
+    http = HttpServer(cast(FastAPI, app), host, port)
     await http.start()
     await stop.wait()
     await http.stop()
 
 
-_GIF = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00"
-        b"\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+async def serve_bare(host: str, port: int) -> None:
+    await serve_until_signalled(bare_app, host, port)
 
 
 async def serve_minimal_pixel(host: str, port: int, spec: dict[str, Any]) -> None:
@@ -105,18 +107,13 @@ async def serve_minimal_pixel(host: str, port: int, spec: dict[str, Any]) -> Non
         await (await producer.send(kafka.topic, query, key=query))
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"image/gif"),
-                                (b"content-length", str(len(_GIF)).encode())]})
-        await send({"type": "http.response.body", "body": _GIF})
+                                (b"content-length", str(len(PIXEL_GIF)).encode())]})
+        await send({"type": "http.response.body", "body": PIXEL_GIF})
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    http = HttpServer(cast(FastAPI, app), host, port)
-    await http.start()
-    await stop.wait()
-    await http.stop()
-    await producer.stop()
+    try:
+        await serve_until_signalled(app, host, port)
+    finally:
+        await producer.stop()
 
 
 # -- records -------------------------------------------------------------------------------
