@@ -161,16 +161,23 @@ def _summary(runs: dict[str, list[dict[str, Any]]], single: dict[str, list[dict[
     return out
 
 
+def wrk_workdir(bench: str) -> Path | None:
+    """A fresh directory for a wrk benchmark's run; None (and why, on stderr) without wrk."""
+    if shutil.which("wrk") is None:
+        print(f"bench.{bench} needs wrk: apt-get install wrk", file=sys.stderr)
+        return None
+    return Path(tempfile.mkdtemp(prefix=f"tracklane-bench-{bench}-"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args(argv)
     rounds, seconds = (1, 5.0) if args.quick else (3, 10.0)
-    if shutil.which("wrk") is None:
-        print("bench.http needs wrk: apt-get install wrk", file=sys.stderr)
+    workdir = wrk_workdir("http")
+    if workdir is None:
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="tracklane-bench-http-"))
     c = Children(workdir)
     servers = Servers(c, workdir)
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in ("bare", "minimal", "collector",

@@ -24,12 +24,11 @@ import json
 import shutil
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from statistics import median
 from typing import Any
 
-from bench.http import wrk
+from bench.http import wrk, wrk_workdir
 from bench.throughput import WRITE_KEY, Children, _tracklane, _wait_http, _write_projects, log
 from tracklane.broker import free_port
 
@@ -82,10 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     rounds, seconds = (2, 5.0) if args.quick else (4, 15.0)
-    if shutil.which("wrk") is None:
-        print("bench.journal needs wrk: apt-get install wrk", file=sys.stderr)
+    workdir = wrk_workdir("journal")
+    if workdir is None:
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="tracklane-bench-journal-"))
     c = Children(workdir)
     script = workdir / "batch.lua"
     script.write_text(_BATCH_LUA % {"auth": base64.b64encode(f"{WRITE_KEY}:".encode()).decode(),
