@@ -73,19 +73,36 @@ def stored_message_ids(
     pairs = set(pairs)
     if not pairs:
         return {}
-    # Two arrays bound server-side, not a literal list of tuples: ClickHouse parses a
-    # 3,000-tuple literal several times slower than it runs the lookup. The arrays match
-    # a few pairs that were not asked for (a project of one id with another's id), which
-    # the caller never looks up.
-    result = client.query(
+    # The ids travel as one hex literal of RowBinary read by format(): ClickHouse parses a
+    # literal array of 5,000 strings in about 10 ms and clickhouse-connect escapes it in
+    # Python for as long (the sink's GIL), while a hex literal costs next to nothing and
+    # cannot be broken out of. The project condition only narrows the primary key; the
+    # caller never looks up a pair it did not ask for.
+    ids = _row_binary_strings(m for _, m in pairs).hex()
+    projects = ", ".join(f"x'{p.encode().hex()}'" for p in sorted({p for p, _ in pairs}))
+    query = (
         "SELECT project_id, message_id, batch_token FROM event_ids "
-        "WHERE project_id IN {projects:Array(String)} AND message_id IN {ids:Array(String)} "
-        "AND received_at >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')",
-        parameters={"projects": sorted({p for p, _ in pairs}),
-                    "ids": [m for _, m in pairs],
-                    "since_ms": int(since.timestamp() * 1000)},
+        f"WHERE project_id IN ({projects}) "
+        f"AND message_id IN (SELECT m FROM format(RowBinary, 'm String', x'{ids}')) "
+        f"AND received_at >= fromUnixTimestamp64Milli({int(since.timestamp() * 1000)}, 'UTC')"
     )
+    result = client.query(query, settings={"max_query_size": len(query) + 1024})
     return {(str(p), str(m)): str(t) for p, m, t in result.result_rows if (p, m) in pairs}
+
+
+def _row_binary_strings(values: Iterable[str]) -> bytes:
+    """``values`` in ClickHouse's RowBinary, one String column: each as its LEB128 length
+    and its UTF-8 bytes. Hand-written: clickhouse-connect's writers are not public."""
+    out = bytearray()
+    for value in values:
+        data = value.encode()
+        size = len(data)
+        while size >= 0x80:
+            out.append((size & 0x7F) | 0x80)
+            size >>= 7
+        out.append(size)
+        out += data
+    return bytes(out)
 
 
 def latest_intent(client: Client, group: str, topic: str, partition: int) -> BatchIntent | None:

@@ -168,7 +168,7 @@ def test_stored_message_ids_finds_exact_pairs_whatever_their_characters(store: C
     project = f"p'{uuid.uuid4().hex[:6]}"
     other = f"q{uuid.uuid4().hex[:6]}"
     ids = ["a'b", "c\\d", "tab\there", "nl\nx", "ünï", "x\x00y", "{ids:String}",
-           "'); DROP TABLE events; --", " sp "]
+           "'); DROP TABLE events; --", " sp ", "x'00", "", "😀" * 50, "L" * 200]
     now = now_utc()
     store.insert("event_ids", [[project, m, now, "tok"] for m in ids] + [[other, "o1", now, "t2"]],
                  column_names=["project_id", "message_id", "received_at", "batch_token"])
