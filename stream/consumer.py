@@ -7,6 +7,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -15,7 +16,7 @@ from clickhouse_connect.driver.client import Client
 from store import queries
 from store.queries import PartitionProgress
 from stream.faults import FaultPoint
-from stream.sink import EventSink, SourceRecord, token_epoch
+from stream.sink import DecodedBatch, EventSink, SourceRecord, token_epoch
 from tracklane.clock import Clock, utc_now
 from tracklane.metrics import Metrics
 from tracklane.settings import KafkaConfig, SinkConfig
@@ -28,6 +29,8 @@ _REPLAY_FETCH_TIMEOUT_S = 5.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MIN_BACKOFF_S = 0.5
 _MAX_BACKOFF_S = 30.0
+# How often the next round is topped up while an insert runs.
+_TOP_UP_POLL_S = 0.005
 
 
 @dataclass
@@ -77,6 +80,10 @@ class StreamService:
         self._writing = asyncio.Lock()
         self._last_progress = 0.0
         self._erasures_seen = 0  # the erased ids of the last round (see store/erased_ids.py)
+        # The next round, fetched and decoded while ClickHouse inserted the last one (chDB
+        # and the HTTP client release the GIL): per partition, its records and their
+        # decoding. A seek of a partition drops its entry (see _seek).
+        self._prefetched: dict[int, tuple[list[SourceRecord], DecodedBatch]] = {}
 
     async def start(self) -> None:
         assign = self._config.assign_all
@@ -170,29 +177,71 @@ class StreamService:
         seen = await asyncio.to_thread(self._sink.refresh_erased)
         for partition, pending in list(self._partitions.items()):
             if pending.needs_recovery:
+                self._prefetched.pop(partition, None)
                 await self._recover(partition, pending)
-        fetched = await consumer.getmany(
-            timeout_ms=self._config.max_batch_wait_ms,
-            max_records=self._config.max_batch_records,
-        )
+        fetched: dict[int, tuple[list[SourceRecord], DecodedBatch | None]]
+        fetched, self._prefetched = dict(self._prefetched), {}
+        if not fetched:
+            fetched = {tp.partition: (raw, None) for tp, raw in (await consumer.getmany(
+                timeout_ms=self._config.max_batch_wait_ms,
+                max_records=self._config.max_batch_records,
+            )).items()}
         self._detect_log_resets()
         handled = 0
-        for tp, raw in fetched.items():
-            state = self._partitions.get(tp.partition)
+        rounds = [(p, batch) for p, batch in fetched.items()
+                  if (state := self._partitions.get(p)) is not None and not state.needs_recovery]
+        for n, (partition, (records, decoded)) in enumerate(rounds):
+            state = self._partitions.get(partition)
             if state is None or state.needs_recovery:
-                continue  # revoked meanwhile, or fetched before its recovery seek
-            records: list[SourceRecord] = raw
+                continue  # revoked meanwhile, or failed its log check
             if state.next_offset is not None and records[0].offset < state.next_offset:
                 # The fetch position only moves back when the consumer found its offset out
                 # of range: the broker lost its log. These records are a new log.
                 log.warning("partition log reset detected", extra={
-                    "partition": tp.partition, "expected": state.next_offset,
+                    "partition": partition, "expected": state.next_offset,
                     "got": records[0].offset,
                 })
-            await self._write(tp, state, records)
+            await self._write(TopicPartition(self._kafka.topic, partition), state, records,
+                              decoded=decoded, prefetch=n == len(rounds) - 1)
             handled += len(records)
         self._erasures_seen = seen
         return handled
+
+    async def _prefetch(self, insert: asyncio.Future[Any]) -> None:
+        """Fetch and decode the next round while ``insert`` runs, topping it up until it
+        is full or the insert is done (ClickHouse prefers fewer, larger inserts)."""
+        consumer = self._consumer
+        assert consumer is not None
+        limit = self._config.max_batch_records
+        taken = sum(len(records) for records, _ in self._prefetched.values())
+        while taken < limit and not insert.done():
+            got = await consumer.getmany(timeout_ms=0, max_records=limit - taken)
+            chunk = {tp.partition: records for tp, records in got.items() if records}
+            if not chunk:
+                await asyncio.wait([insert], timeout=_TOP_UP_POLL_S)
+                continue
+            decoded = await asyncio.to_thread(self._decode_all, chunk)
+            for partition, records in chunk.items():
+                before = self._prefetched.get(partition)
+                self._prefetched[partition] = (
+                    (before[0] + records, before[1].then(decoded[partition])) if before
+                    else (records, decoded[partition]))
+            taken += sum(len(records) for records in chunk.values())
+
+    def _decode_all(self, batches: dict[int, list[SourceRecord]]) -> dict[int, DecodedBatch]:
+        return {p: self._sink.decode(p, records) for p, records in batches.items()}
+
+    async def _seek(self, partition: int, offset: int | None) -> None:
+        """Move the fetch position (None: the log's start) and forget what was prefetched
+        from the old one."""
+        consumer = self._consumer
+        assert consumer is not None
+        self._prefetched.pop(partition, None)
+        tp = TopicPartition(self._kafka.topic, partition)
+        if offset is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, offset)
 
     def _detect_log_resets(self) -> None:
         """A highwater below our position means the broker lost its log (e.g. an in-memory
@@ -223,11 +272,12 @@ class StreamService:
             # Only caught-up partitions: there the check is one cheap fetch, and a busy
             # partition's reset mostly shows as a highwater below our position.
             if (state.needs_recovery or not state.next_offset or state.last_key is None
-                    or consumer.highwater(tp) != state.next_offset):
+                    or consumer.highwater(tp) != state.next_offset
+                    or partition in self._prefetched):
                 continue
-            consumer.seek(tp, state.next_offset - 1)
+            await self._seek(partition, state.next_offset - 1)
             got = (await consumer.getmany(tp, timeout_ms=200, max_records=1)).get(tp, [])
-            consumer.seek(tp, state.next_offset)
+            await self._seek(partition, state.next_offset)
             if not got or (got[0].offset == state.next_offset - 1
                            and got[0].key == state.last_key):
                 continue  # the same log, or no evidence either way
@@ -239,13 +289,19 @@ class StreamService:
 
     async def _write(
         self, tp: TopicPartition, state: _PartitionState, records: list[SourceRecord],
-        replay: queries.BatchIntent | None = None,
+        replay: queries.BatchIntent | None = None, decoded: DecodedBatch | None = None,
+        prefetch: bool = False,
     ) -> None:
         async with self._writing:
             if self._partitions.get(tp.partition) is not state:
                 return  # revoked while waiting: the next owner replays from the intent
-            result = await asyncio.to_thread(
-                self._sink.write_batch, tp.partition, records, replay, state.epoch)
+            insert = asyncio.ensure_future(asyncio.to_thread(
+                self._sink.write_batch, tp.partition, records, replay, state.epoch, decoded))
+            try:
+                if prefetch:
+                    await self._prefetch(insert)
+            finally:
+                result = await insert
         state.next_offset = records[-1].offset + 1
         state.last_key = records[-1].key
         if result.last_received_at is not None:
@@ -264,10 +320,10 @@ class StreamService:
         intent = await asyncio.to_thread(self._sink.last_intent, partition)
         state.needs_recovery = False
         if intent is None:
-            await consumer.seek_to_beginning(tp)
+            await self._seek(partition, None)
             state.next_offset = None
             return
-        consumer.seek(tp, intent.start_offset)
+        await self._seek(partition, intent.start_offset)
         records = await self._fetch_range(tp, intent.start_offset, intent.end_offset)
         state.epoch = token_epoch(intent.batch_token)
         if self._sink.matches(intent, records):
@@ -275,11 +331,11 @@ class StreamService:
                 "partition": partition, "start": intent.start_offset, "end": intent.end_offset,
             })
             await self._write(tp, state, records, replay=intent)
-            consumer.seek(tp, intent.end_offset + 1)
+            await self._seek(partition, intent.end_offset + 1)
         else:
             # Expected after `tracklane up` restarts: its in-memory broker starts empty.
             state.epoch += 1  # a new log: its batches are not the old one's
-            await consumer.seek_to_beginning(tp)
+            await self._seek(partition, None)
             state.next_offset = None
             # The batch may have landed in some tables and not others. `up`'s journal
             # replays the old log, in order, from before it: finish it from there, with
@@ -291,14 +347,14 @@ class StreamService:
                                               "old": [intent.start_offset, intent.end_offset],
                                               "new": [again[0].offset, again[-1].offset]})
                 await self._write(tp, state, again, replay=intent)
-                consumer.seek(tp, again[-1].offset + 1)
+                await self._seek(partition, again[-1].offset + 1)
                 return
             log.warning(
                 "the log no longer holds the stored batch; reading it from the start",
                 extra={"partition": partition, "start": intent.start_offset,
                        "end": intent.end_offset},
             )
-            await consumer.seek_to_beginning(tp)
+            await self._seek(partition, None)
 
     async def _find_batch(self, tp: TopicPartition,
                           intent: queries.BatchIntent) -> list[SourceRecord]:

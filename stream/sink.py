@@ -27,9 +27,9 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from clickhouse_connect.driver.client import Client
 from pydantic import ValidationError
@@ -55,6 +55,31 @@ class SourceRecord(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBatch:
+    """A batch's envelopes with their ``events`` rows (made for ``token``), repeats of a
+    message id inside it dropped."""
+
+    token: str
+    envelopes: list[tuple[Envelope, list[Any]]]
+    undecodable: int
+    idents: set[tuple[str, str]]
+
+    def then(self, later: DecodedBatch) -> DecodedBatch:
+        """This batch followed by the records decoded in ``later``."""
+        more = [(env, row) for env, row in later.envelopes
+                if (env.project_id, env.message_id) not in self.idents]
+        return DecodedBatch(self.token, self.envelopes + more,
+                            self.undecodable + later.undecodable, self.idents | later.idents)
+
+    def for_token(self, token: str) -> DecodedBatch:
+        """The same rows, made for ``token``: a batch is decoded before it is complete,
+        and its token names all of its records."""
+        for _, row in self.envelopes:
+            row[-1] = token  # EVENT_COLUMNS ends with batch_token
+        return replace(self, token=token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,22 +177,26 @@ class EventSink:
 
     def write_batch(
         self, partition: int, records: Sequence[SourceRecord], replay: BatchIntent | None = None,
-        epoch: int = 0,
+        epoch: int = 0, decoded: DecodedBatch | None = None,
     ) -> BatchResult:
         """Insert one batch of consecutive records of ``partition``, read from log ``epoch``;
-        see the module docstring."""
+        see the module docstring. ``decoded``: ``decode``'s answer for them, if made."""
         if not records:
             return BatchResult(0, 0, 0, None)
         # A replay keeps its batch's token, also when a new log holds the batch elsewhere.
         token = (replay.batch_token if replay is not None
                  else batch_token(self._topic, partition, records, epoch))
-        envelopes, undecodable = self._decode(partition, records)
+        if decoded is None:
+            decoded = self.decode(partition, records, token)
+        elif decoded.token != token:
+            decoded = decoded.for_token(token)
+        envelopes, undecodable = decoded.envelopes, decoded.undecodable
         duplicates = len(records) - undecodable - len(envelopes)
         erased = [env for env, _ in envelopes if self._erased.covers(env)]
         if erased:
             dropped = {id(env) for env in erased}
-            envelopes = [(env, offset) for env, offset in envelopes if id(env) not in dropped]
-        fresh: list[tuple[Envelope, int]] = []
+            envelopes = [(env, row) for env, row in envelopes if id(env) not in dropped]
+        fresh: list[list[Any]] = []
         landed = 0  # rows of this very batch stored by an interrupted earlier attempt
         if envelopes:
             since = min(env.received_at for env, _ in envelopes) - self._config.dedup_window
@@ -176,10 +205,10 @@ class EventSink:
             )
             # Rows stored under this batch's own token are not duplicates: keeping them makes
             # a replay build the first attempt's exact block, which the token then recognises.
-            for env, offset in envelopes:
+            for env, row in envelopes:
                 found = stored.get((env.project_id, env.message_id))
                 if found is None or found == token:
-                    fresh.append((env, offset))
+                    fresh.append(row)
                     landed += found == token
             duplicates += len(envelopes) - len(fresh)
         if replay is None:
@@ -191,9 +220,7 @@ class EventSink:
         self._faults.reached("after_intent")
         if fresh:
             started = time.perf_counter()
-            queries.insert_events(
-                self._client, [envelope_to_row(e, partition, o, token) for e, o in fresh], token
-            )
+            queries.insert_events(self._client, fresh, token)
             self._metrics.insert_seconds.observe(time.perf_counter() - started)
         if erased:
             # Their ids, so that a client's resend of one (with no timestamp of its own, it
@@ -211,11 +238,12 @@ class EventSink:
         last = max((env.received_at for env, _ in envelopes), default=None)
         return BatchResult(len(fresh) - landed, duplicates, undecodable, last)
 
-    def _decode(
-        self, partition: int, records: Sequence[SourceRecord]
-    ) -> tuple[list[tuple[Envelope, int]], int]:
+    def decode(self, partition: int, records: Sequence[SourceRecord],
+               token: str = "") -> DecodedBatch:
+        """Step 1 without the erasures, rows included: work on the records alone, which the
+        consumer does for its next batch while ClickHouse inserts the current one."""
         seen: set[tuple[str, str]] = set()
-        out: list[tuple[Envelope, int]] = []
+        out: list[tuple[Envelope, list[Any]]] = []
         bad = 0
         for record in records:
             try:
@@ -232,5 +260,5 @@ class EventSink:
             if ident in seen:
                 continue
             seen.add(ident)
-            out.append((env, record.offset))
-        return out, bad
+            out.append((env, envelope_to_row(env, partition, record.offset, token)))
+        return DecodedBatch(token, out, bad, seen)
