@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -21,16 +22,31 @@ from tracklane.logs import setup_logging
 from tracklane.projects import Project, ProjectsFileError, new_keys, project_toml
 from tracklane.settings import Settings
 
+T = TypeVar("T")
 
-def run_loop(main: Coroutine[Any, Any, None]) -> None:
+# Allocations between young-generation collections (CPython's default is 700).
+_GC_THRESHOLD = 50_000
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop (libuv) where it is installed: its transports and callbacks cost a
     fraction of asyncio's own loop per request."""
+    tune_gc()
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main)
-        return
-    uvloop.run(main)
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def tune_gc() -> None:
+    """Collect cycles less often. Each request and each record allocates many short-lived
+    objects, and a sink round holds tens of thousands at once: at the default threshold
+    (700 allocations) the collector kept traversing them, a seventh of the sink's time.
+    Our objects rarely form cycles, so the memory this holds back is small; the imported
+    modules are frozen out of every collection."""
+    gc.freeze()
+    gc.set_threshold(_GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def _parser() -> argparse.ArgumentParser:
