@@ -10,8 +10,9 @@ Prints one JSON object on stdout (progress on stderr): every figure beside its t
 * batch: events/s of 100-event Segment batches to ``/v1/batch`` against raw aiokafka
   ``create_batch``/``send_batch`` of the same records, same broker; target >= 30% of raw.
 * sink: events/s of the real StreamService from Kafka into chDB (raw events, rollups and
-  ids through the views) against one plain ``client.insert`` per 5,000 of the same rows
-  into a fresh store; target >= 40% of raw.
+  ids through the views) against one plain ``client.insert`` of the same rows per round
+  (``--sink-round``, the sink's ``batch_max_records``) into a fresh store; one partition,
+  as in ``tracklane up``; target >= 50% of raw.
 * freshness: ``tracklane up`` under a steady 5,000 events/s; time from each 2xx to the event
   being counted by ``/v1/stats/minutes``; target p99 <= 2 s.
 * rss: ``tracklane collector``'s VmRSS under a steady load; growth after warm-up <= 10%.
@@ -47,13 +48,14 @@ import httpx
 
 from bench.loadgen import batch_template, descendants, event_bytes
 from tracklane.broker import TansuBroker, free_port
+from tracklane.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "bench"
 WRITE_KEY = "wk_bench_throughput"
 READ_KEY = "rk_bench_throughput"
 TOPIC = "tracklane.events"  # the default topic; partitions: the default (4)
-TARGETS = {"pixel": 0.35, "batch": 0.30, "sink": 0.40, "freshness_p99_s": 2.0,
+TARGETS = {"pixel": 0.35, "batch": 0.30, "sink": 0.50, "freshness_p99_s": 2.0,
            "rss_growth_pct": 10.0}
 
 
@@ -221,6 +223,7 @@ class Options:
     batch_connections: int
     pipeline: int
     sink_events: int
+    sink_round: int
     fresh_seconds: float
     fresh_rate: int
     fresh_batch: int
@@ -229,6 +232,7 @@ class Options:
     rss_pixel_rps: float
     rss_batch_rps: float
     py_spy: Path | None
+    py_spy_flags: list[str]
 
 
 class Bench:
@@ -293,7 +297,7 @@ class Bench:
             out.unlink()
         duration = ["--duration", str(max(1, int(seconds)))] if seconds is not None else []
         return self.c.start(f"py-spy-{name}", [
-            binary, "record", "--pid", str(pid), "--rate", "200", *duration,
+            binary, "record", "--pid", str(pid), "--rate", "200", *duration, *self.o.py_spy_flags,
             "--format", "raw", "--function", "--output", str(out)])
 
     def rounds(self, sides: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -411,8 +415,9 @@ class Bench:
         events = self.o.sink_events
         log(f"sink: {events:,} events from Kafka into chDB, StreamService vs plain inserts")
         broker = self.c.broker()
-        base = {"bootstrap": broker.bootstrap_servers, "topic": TOPIC, "partitions": 4,
-                "project": PROJECT, "events": events}
+        # One partition, as `tracklane up` makes it: the sink then does one insert per round.
+        base = {"bootstrap": broker.bootstrap_servers, "topic": TOPIC, "partitions": 1,
+                "project": PROJECT, "events": events, "round_records": self.o.sink_round}
         filled = self.c.run_json("kafka-fill", _python(
             "bench.throughput_workers", "kafka-fill", json.dumps(base)), timeout_s=900)
         log(f"  topic filled: {filled['events']:,} records in {filled['seconds']} s")
@@ -672,6 +677,8 @@ def parse_options(argv: list[str] | None = None) -> Options:
                         help="pixel requests in flight per connection")
     parser.add_argument("--sink-events", type=int, help="events for the sink (300000; quick "
                         "30000)")
+    parser.add_argument("--sink-round", type=int, default=Settings().batch_max_records,
+                        help="the sink's largest round, and the raw insert's block (rows)")
     parser.add_argument("--fresh-seconds", type=float, help="freshness load (60; quick 10)")
     parser.add_argument("--fresh-rate", type=int, default=5000, help="events/s")
     parser.add_argument("--fresh-batch", type=int, default=50, help="events per request")
@@ -684,6 +691,8 @@ def parse_options(argv: list[str] | None = None) -> Options:
                         help="profile the collector (first pixel and batch round) and the sink "
                         "with py-spy into DIR; this slows them: such a run's figures are not "
                         "comparable")
+    parser.add_argument("--py-spy-flags", default="", metavar="FLAGS",
+                        help="more py-spy record flags, e.g. '--gil' or '--native'")
     args = parser.parse_args(argv)
     quick = bool(args.quick)
     phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
@@ -699,13 +708,14 @@ def parse_options(argv: list[str] | None = None) -> Options:
         connections=args.connections, batch_connections=args.batch_connections,
         pipeline=args.pipeline,
         sink_events=args.sink_events or (30_000 if quick else 300_000),
+        sink_round=args.sink_round,
         fresh_seconds=args.fresh_seconds or (10.0 if quick else 60.0),
         fresh_rate=args.fresh_rate, fresh_batch=args.fresh_batch,
         rss_seconds=rss_seconds,
         rss_warmup_s=args.rss_warmup if args.rss_warmup is not None
         else min(60.0, rss_seconds / 3),
         rss_pixel_rps=args.rss_pixel_rps, rss_batch_rps=args.rss_batch_rps,
-        py_spy=args.py_spy,
+        py_spy=args.py_spy, py_spy_flags=args.py_spy_flags.split(),
     )
 
 

@@ -269,7 +269,8 @@ async def kafka_fill(spec: dict[str, Any]) -> dict[str, Any]:
 def _store_settings(spec: dict[str, Any], data_dir: Path) -> Settings:
     return Settings(kafka_bootstrap=spec["bootstrap"], topic=spec["topic"],
                     topic_partitions=int(spec["partitions"]), data_dir=data_dir,
-                    store_dsn=f"chdb://{data_dir / 'chdb'}")
+                    store_dsn=f"chdb://{data_dir / 'chdb'}",
+                    batch_max_records=int(spec["round_records"]))
 
 
 async def sink(spec: dict[str, Any]) -> dict[str, Any]:
@@ -291,7 +292,7 @@ async def sink(spec: dict[str, Any]) -> dict[str, Any]:
     task = asyncio.create_task(service.run())
     deadline = started + float(spec.get("timeout_s", 600))
     while inserted() < events and time.monotonic() < deadline and not task.done():
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # polling the registry costs the sink GIL time
     seconds = time.monotonic() - started
     cpu = window.stop()
     service.stop()
@@ -334,7 +335,7 @@ async def _read_topic(spec: dict[str, Any], events: int) -> list[tuple[int, int,
 async def raw_insert(spec: dict[str, Any]) -> dict[str, Any]:
     """The same rows the sink builds, inserted with one plain ``client.insert`` per block."""
     events = int(spec["events"])
-    block = int(spec.get("block_rows", 5000))
+    block = int(spec["round_records"])  # the sink's largest round
     records = await _read_topic(spec, events)
     rows = [envelope_to_row(Envelope.from_kafka_value(value), partition, offset,
                             f"raw:{partition}:{offset // block}")
@@ -377,7 +378,7 @@ def main() -> None:
             "raw-insert": raw_insert}
     if args.mode in ("sink", "raw-insert") and "data_dir" not in spec:
         parser.error(f"{args.mode}: the spec needs a data_dir (a fresh directory)")
-    result = asyncio.run(jobs[args.mode](spec))
+    result = run_loop(jobs[args.mode](spec))
     print(json.dumps(result), flush=True)
 
 
