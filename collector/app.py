@@ -19,7 +19,6 @@ from clickhouse_connect.driver.client import Client
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
 from collector import openapi
@@ -58,7 +57,7 @@ from tracklane.contract import (
     envelope_record,
     parse_message,
 )
-from tracklane.metrics import Metrics
+from tracklane.metrics import EXPOSITION_TYPE, Metrics
 from tracklane.projects import Project, Projects
 from tracklane.settings import CollectorConfig
 
@@ -214,7 +213,7 @@ def create_app(deps: CollectorDeps) -> FastAPI:
 
     @app.get("/metrics", response_class=Response, responses=openapi.METRICS_RESPONSES)
     async def metrics() -> Response:
-        return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(deps.metrics.exposition(), media_type=EXPOSITION_TYPE)
 
     app.include_router(read_router(deps.projects, deps.store, deps.metrics))
     app.include_router(alerts_router(deps.projects, deps.store, deps.clock))

@@ -73,9 +73,9 @@ class Delivery:
         self._stopping = asyncio.Event()
         self._replayer: asyncio.Task[None] | None = None
         if spool is not None:
-            metrics.spool_backlog.set_function(lambda: spool.backlog)
-            metrics.spool_bytes.set_function(lambda: spool.used_bytes)
-            metrics.spool_age.set_function(lambda: spool.oldest_age(time.time()))
+            metrics.live(metrics.spool_backlog, lambda: spool.backlog)
+            metrics.live(metrics.spool_bytes, lambda: spool.used_bytes)
+            metrics.live(metrics.spool_age, lambda: spool.oldest_age(time.time()))
 
     @property
     def spool(self) -> Spool | None:

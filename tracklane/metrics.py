@@ -2,18 +2,47 @@
 
 All metrics hang off one ``CollectorRegistry`` passed in, so a process (or a test) owns its
 own set and nothing is registered at import time.
+
+Collector worker processes (``tracklane collector --workers N``) share their metrics
+through prometheus-client's multiprocess mode: each writes its values to files in one
+directory, and whichever worker answers a scrape sums them all. prometheus-client reads
+``PROMETHEUS_MULTIPROC_DIR`` when it is imported, so the supervisor sets it in each
+worker's environment; ``Metrics(multiprocess_dir=...)`` checks that it did.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+EXPOSITION_TYPE = CONTENT_TYPE_LATEST
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None,
+                 multiprocess_dir: Path | None = None) -> None:
+        if multiprocess_dir is not None and os.environ.get(MULTIPROC_ENV) != str(multiprocess_dir):
+            raise RuntimeError(f"{MULTIPROC_ENV} must be {multiprocess_dir} before "
+                               "prometheus_client is imported")
         self.registry = registry or CollectorRegistry()
+        self.multiprocess_dir = multiprocess_dir
+        # Gauges read from a function at scrape time; in multiprocess mode, set from it
+        # by refresh() (another worker may answer the scrape).
+        self._live: list[tuple[Gauge, Callable[[], float]]] = []
         r = self.registry
         self.received = Counter(
             "tracklane_events_received", "Events received by the collector.", ["route"], registry=r)
@@ -34,17 +63,19 @@ class Metrics:
         self.replayed = Counter(
             "tracklane_events_replayed", "Spooled events replayed to Kafka.", registry=r)
         self.spool_backlog = Gauge(
-            "tracklane_spool_events", "Events in the spool not yet replayed to Kafka.", registry=r)
+            "tracklane_spool_events", "Events in the spool not yet replayed to Kafka.",
+            registry=r, multiprocess_mode="livesum")
         self.spool_bytes = Gauge(
             "tracklane_spool_bytes", "Bytes the spool holds on disk: not yet replayed (in a "
-            "journal, as in `tracklane up`: not yet known stored).", registry=r)
+            "journal, as in `tracklane up`: not yet known stored).", registry=r,
+            multiprocess_mode="livesum")
         self.spool_expired = Counter(
             "tracklane_spool_expired", "Spooled events older than the sink's dedup window, set "
             "aside in expired.seg instead of replayed.", registry=r)
         self.spool_age = Gauge(
             "tracklane_spool_oldest_age_seconds",
             "Age of the oldest spooled event not yet replayed; 0 when the spool is empty.",
-            registry=r)
+            registry=r, multiprocess_mode="livemax")
         self.request_seconds = Histogram(
             "tracklane_ingest_request_seconds", "Ingest request latency, including the Kafka ack.",
             ["route"], buckets=_LATENCY_BUCKETS, registry=r)
@@ -76,3 +107,24 @@ class Metrics:
         self.watermark = Gauge(
             "tracklane_stream_watermark_seconds",
             "Unix time up to which every received event is inserted.", ["partition"], registry=r)
+
+    def live(self, gauge: Gauge, read: Callable[[], float]) -> None:
+        """Let ``gauge`` show ``read()``."""
+        if self.multiprocess_dir is None:
+            gauge.set_function(read)
+        else:
+            self._live.append((gauge, read))
+
+    def refresh(self) -> None:
+        """Write the live gauges' values for the other workers' scrapes."""
+        for gauge, read in self._live:
+            gauge.set(read())
+
+    def exposition(self) -> bytes:
+        """The text format of every metric: this process's, or all workers' summed."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        self.refresh()
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(self.multiprocess_dir))  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
