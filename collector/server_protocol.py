@@ -9,6 +9,10 @@ timeout in the app (``read_timeout_s``). The block is bounded in size too (431 o
 
 The deadline is a mixin over uvicorn's own protocol classes: httptools' C parser by default
 (several times cheaper per request than h11), or h11.
+
+The mixin also hands the protocol a transport that sends what one loop iteration wrote in
+one ``send``: uvicorn writes a response's head and body separately, which with
+``TCP_NODELAY`` cost two system calls and two packets per pixel hit.
 """
 
 from __future__ import annotations
@@ -26,6 +30,42 @@ _TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: te
               b"content-length: 33\r\nconnection: close\r\n\r\nrequest header block over 64 KB.\n")
 
 
+class OneSendTransport:
+    """A transport whose writes within one event loop iteration leave in one ``write`` of
+    the real transport, at the end of the iteration (or before a close)."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class HeaderDeadline:
     """Mixed in before a uvicorn protocol class, which supplies the attributes used here."""
 
@@ -35,7 +75,8 @@ class HeaderDeadline:
     transport: asyncio.Transport
 
     def connection_made(self, transport: asyncio.Transport) -> None:
-        super().connection_made(transport)  # type: ignore[misc]
+        one_send = OneSendTransport(transport, asyncio.get_running_loop())
+        super().connection_made(one_send)  # type: ignore[misc]
         self._header_deadline: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         self._arm()
