@@ -223,6 +223,7 @@ class Options:
     batch_connections: int
     pipeline: int
     sink_events: int
+    workers: int
     sink_round: int
     fresh_seconds: float
     fresh_rate: int
@@ -243,16 +244,25 @@ class Bench:
 
     # -- shared pieces ---------------------------------------------------------------------
 
-    def collector(self, broker: TansuBroker, name: str) -> tuple[subprocess.Popen[bytes], int]:
-        """``tracklane collector`` as deployed (no store: the read API is not needed)."""
+    def collector(self, broker: TansuBroker, name: str, workers: int = 1,
+                  ) -> tuple[subprocess.Popen[bytes], int, dict[str, int | None]]:
+        """``tracklane collector`` as deployed (no store: the read API is not needed), with
+        its port and the PIDs whose CPU is the server's ("server", its workers "server0"...)."""
         port = free_port()
         data = self.c.workdir / name
         env = self.c.env(host="127.0.0.1", port=str(port), data_dir=str(data),
                          kafka_bootstrap=broker.bootstrap_servers,
-                         projects_file=str(self.projects_file), topic=TOPIC)
+                         projects_file=str(self.projects_file), topic=TOPIC,
+                         workers=str(workers))
         proc = self.c.start(name, [*_tracklane(), "collector"], env=env)
         _wait_http(proc, f"http://127.0.0.1:{port}/healthz")
-        return proc, port
+        deadline = time.monotonic() + 60
+        while workers > 1 and len(descendants(proc.pid)) < workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: {workers} workers did not start")
+            time.sleep(0.1)
+        found = descendants(proc.pid) if workers > 1 else []
+        return proc, port, {"server": proc.pid, **{f"server{i}": p for i, p in enumerate(found)}}
 
     def loadgen(self, port: int, streams: list[dict[str, Any]], warmup_s: float,
                 duration_s: float, pids: dict[str, int | None],
@@ -315,7 +325,7 @@ class Bench:
     def pixel(self) -> dict[str, Any]:
         log("pixel: tracklane collector vs a bare ASGI app on the same uvicorn wrapper")
         broker = self.c.broker()
-        collector, c_port = self.collector(broker, "collector-pixel")
+        collector, c_port, _ = self.collector(broker, "collector-pixel")
         b_port = free_port()
         bare = self.c.start("bare", _python("bench.throughput_workers", "bare", "--port",
                                             str(b_port)))
@@ -363,13 +373,13 @@ class Bench:
     def batch(self) -> dict[str, Any]:
         log("batch: 100-event batches through the collector vs raw aiokafka send_batch")
         broker = self.c.broker()
-        collector, port = self.collector(broker, "collector-batch")
         o = self.o
+        collector, port, pids = self.collector(broker, "collector-batch", o.workers)
         stream = {"kind": "batch", "connections": o.batch_connections, "batch_size": 100}
 
         def collector_side(r: int) -> dict[str, Any]:
             return self.loadgen(port, [stream], o.warmup_s, o.duration_s,
-                                {"server": collector.pid, "broker": broker.pid},
+                                {**pids, "broker": broker.pid},
                                 profile=("batch", collector.pid) if r == 0 else None)
 
         def raw_side(r: int) -> dict[str, Any]:
@@ -526,7 +536,7 @@ class Bench:
         log(f"rss: tracklane collector under {o.rss_pixel_rps:.0f} pixel hits/s + "
             f"{o.rss_batch_rps:.0f} batches/s for {o.rss_seconds:.0f} s")
         broker = self.c.broker()
-        collector, port = self.collector(broker, "collector-rss")
+        collector, port, _ = self.collector(broker, "collector-rss")
         idle_kb = _vmrss_kb(collector.pid)
         spec = {"port": port, "write_key": WRITE_KEY, "warmup_s": 0,
                 "duration_s": o.rss_seconds, "watch_pids": {"server": collector.pid}, "streams": [
@@ -591,7 +601,11 @@ def _per_core(runs: list[dict[str, Any]], key: str, *names: str) -> float | None
     """Mean rate per CPU-second of the named processes (``cpu`` of each run)."""
     rates = []
     for r in runs:
-        used = sum(r["cpu"].get(f"{n}_cpu_pct", 0.0) for n in names) / 100
+        # A name counts its numbered workers too ("server" with "server0", "server1"...).
+        used = sum(v for k, v in r["cpu"].items() for n in names
+                   if k == f"{n}_cpu_pct"
+                   or (k.startswith(n) and k.endswith("_cpu_pct")
+                       and k[len(n):-8].isdigit())) / 100
         rate = r["streams"][0][key] if "streams" in r else r[key]
         if used > 0:
             rates.append(rate / used)
@@ -673,6 +687,8 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--rounds", type=int, help="alternating rounds per side (2; quick 1)")
     parser.add_argument("--connections", type=int, default=64, help="pixel connections")
     parser.add_argument("--batch-connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="the batch collector's processes (TRACKLANE_WORKERS)")
     parser.add_argument("--pipeline", type=int, default=1,
                         help="pixel requests in flight per connection")
     parser.add_argument("--sink-events", type=int, help="events for the sink (300000; quick "
@@ -708,7 +724,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         connections=args.connections, batch_connections=args.batch_connections,
         pipeline=args.pipeline,
         sink_events=args.sink_events or (30_000 if quick else 300_000),
-        sink_round=args.sink_round,
+        sink_round=args.sink_round, workers=args.workers,
         fresh_seconds=args.fresh_seconds or (10.0 if quick else 60.0),
         fresh_rate=args.fresh_rate, fresh_batch=args.fresh_batch,
         rss_seconds=rss_seconds,
