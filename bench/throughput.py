@@ -13,8 +13,9 @@ Prints one JSON object on stdout (progress on stderr): every figure beside its t
   ids through the views) against one plain ``client.insert`` of the same rows per round
   (``--sink-round``, the sink's ``batch_max_records``) into a fresh store; one partition,
   as in ``tracklane up``; target >= 50% of raw.
-* freshness: ``tracklane up`` under a steady 5,000 events/s; time from each 2xx to the event
-  being counted by ``/v1/stats/minutes``; target p99 <= 2 s.
+* freshness: ``tracklane up`` under a steady 20,000 events/s in batches and 2,000 pixel hits/s
+  at once; time from each 2xx to the event being counted by ``/v1/stats/minutes``, target
+  p99 <= 2 s; the pixel hits' response time, target p99 <= 50 ms.
 * rss: ``tracklane collector``'s VmRSS under a steady load; growth after warm-up <= 10%.
 
 Every process (Tansu, servers, load generators) is a child started here and stopped by its
@@ -56,6 +57,7 @@ WRITE_KEY = "wk_bench_throughput"
 READ_KEY = "rk_bench_throughput"
 TOPIC = "tracklane.events"  # the default topic; partitions: the default (4)
 TARGETS = {"pixel": 0.35, "batch": 0.30, "sink": 0.50, "freshness_p99_s": 2.0,
+           "pixel_p99_ms": 50.0,
            "rss_growth_pct": 10.0}
 
 
@@ -228,6 +230,7 @@ class Options:
     fresh_seconds: float
     fresh_rate: int
     fresh_batch: int
+    fresh_pixel_rate: int
     rss_seconds: float
     rss_warmup_s: float
     rss_pixel_rps: float
@@ -487,7 +490,8 @@ class Bench:
 
     def freshness(self) -> dict[str, Any]:
         o = self.o
-        log(f"freshness: tracklane up at {o.fresh_rate:,} events/s for {o.fresh_seconds:.0f} s")
+        log(f"freshness: tracklane up at {o.fresh_rate:,} events/s in batches and "
+            f"{o.fresh_pixel_rate:,} pixel hits/s for {o.fresh_seconds:.0f} s")
         workdir = self.c.workdir / "up"
         data = workdir / "data"
         _write_projects(data / "projects.toml")
@@ -501,7 +505,10 @@ class Bench:
         tansu = descendants(up.pid)
         stream = {"kind": "load", "rate": o.fresh_rate / o.fresh_batch,
                   "batch_size": o.fresh_batch, "event_name": "bench_load", "connections": 16}
-        result = self.loadgen(port, [stream], 5.0, o.fresh_seconds,
+        streams = [stream]
+        if o.fresh_pixel_rate:
+            streams.append({"kind": "pixel", "rate": o.fresh_pixel_rate, "connections": 16})
+        result = self.loadgen(port, streams, 5.0, o.fresh_seconds,
                               {"up": up.pid, "broker": tansu[0] if tansu else None},
                               freshness={"read_key": READ_KEY, "load_event": "bench_load",
                                          "probe_event": "bench_probe", "poll_s": 0.1})
@@ -514,6 +521,17 @@ class Bench:
         s = result["streams"][0]
         # The figure holds at the asked rate only if the pipeline kept up with it.
         kept_up = s["events_per_s"] >= 0.95 * o.fresh_rate
+        pixel: dict[str, Any] = {}
+        if o.fresh_pixel_rate:
+            px = result["streams"][1]
+            pixel_kept_up = px["requests_per_s"] >= 0.95 * o.fresh_pixel_rate
+            pixel = {"pixel": {
+                "rate_target_per_s": o.fresh_pixel_rate,
+                "achieved_per_s": px["requests_per_s"], "kept_up": pixel_kept_up,
+                "p50_ms": px["latency_p50_ms"], "p99_ms": px["latency_p99_ms"],
+                "target_p99_ms": TARGETS["pixel_p99_ms"], "statuses": px["statuses"],
+                "met": pixel_kept_up and px["latency_p99_ms"] is not None
+                and px["latency_p99_ms"] <= TARGETS["pixel_p99_ms"]}}
         return {
             "rate_target_events_per_s": o.fresh_rate,
             "achieved_events_per_s": s["events_per_s"], "kept_up": kept_up,
@@ -526,7 +544,7 @@ class Bench:
             "poll_interval_s": fresh["poll_interval_s"], "poll_errors": fresh["poll_errors"],
             "events_per_request": o.fresh_batch, "request_latency_ms": {
                 "p50": s["latency_p50_ms"], "p99": s["latency_p99_ms"]},
-            "statuses": s["statuses"], "cpu": result["cpu"],
+            "statuses": s["statuses"], "cpu": result["cpu"], **pixel,
         }
 
     # -- rss -------------------------------------------------------------------------------
@@ -696,7 +714,9 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--sink-round", type=int, default=Settings().batch_max_records,
                         help="the sink's largest round, and the raw insert's block (rows)")
     parser.add_argument("--fresh-seconds", type=float, help="freshness load (60; quick 10)")
-    parser.add_argument("--fresh-rate", type=int, default=5000, help="events/s")
+    parser.add_argument("--fresh-rate", type=int, default=20_000, help="events/s in batches")
+    parser.add_argument("--fresh-pixel-rate", type=int, default=2_000,
+                        help="pixel hits/s sent at the same time (0: none)")
     parser.add_argument("--fresh-batch", type=int, default=50, help="events per request")
     parser.add_argument("--rss-seconds", type=float, help="RSS soak (300; quick 20)")
     parser.add_argument("--rss-warmup", type=float, help="RSS warm-up (60; quick: a third)")
@@ -727,6 +747,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         sink_round=args.sink_round, workers=args.workers,
         fresh_seconds=args.fresh_seconds or (10.0 if quick else 60.0),
         fresh_rate=args.fresh_rate, fresh_batch=args.fresh_batch,
+        fresh_pixel_rate=args.fresh_pixel_rate,
         rss_seconds=rss_seconds,
         rss_warmup_s=args.rss_warmup if args.rss_warmup is not None
         else min(60.0, rss_seconds / 3),
