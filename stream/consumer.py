@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -183,13 +184,12 @@ class StreamService:
             if pending.needs_recovery:
                 self._prefetched.pop(partition, None)
                 await self._recover(partition, pending)
-        fetched: dict[int, tuple[list[SourceRecord], DecodedBatch | None]]
-        fetched, self._prefetched = dict(self._prefetched), {}
-        if not fetched:
-            fetched = {tp.partition: (raw, None) for tp, raw in (await consumer.getmany(
+        if not self._prefetched:
+            await self._add(await consumer.getmany(
                 timeout_ms=self._config.max_batch_wait_ms,
-                max_records=min(self._config.max_batch_records, _FETCH_CHUNK),
-            )).items()}
+                max_records=min(self._config.max_batch_records, _FETCH_CHUNK)))
+            await self._top_up(None)
+        fetched, self._prefetched = self._prefetched, {}
         self._detect_log_resets()
         handled = 0
         rounds = [(p, batch) for p, batch in fetched.items()
@@ -211,27 +211,36 @@ class StreamService:
         self._erasures_seen = seen
         return handled
 
-    async def _prefetch(self, insert: asyncio.Future[Any]) -> None:
-        """Fetch and decode the next round while ``insert`` runs, topping it up until it
-        is full or the insert is done (ClickHouse prefers fewer, larger inserts)."""
+    async def _top_up(self, insert: asyncio.Future[Any] | None) -> None:
+        """Fill the next round up to ``max_batch_records`` with what the consumer holds, in
+        chunks, decoded as they come; while ``insert`` (the current round) runs, wait for
+        more (ClickHouse prefers fewer, larger inserts)."""
         consumer = self._consumer
         assert consumer is not None
         limit = self._config.max_batch_records
         taken = sum(len(records) for records, _ in self._prefetched.values())
-        while taken < limit and not insert.done():
+        while taken < limit:
             got = await consumer.getmany(timeout_ms=0,
                                          max_records=min(limit - taken, _FETCH_CHUNK))
-            chunk = {tp.partition: records for tp, records in got.items() if records}
-            if not chunk:
+            if any(got.values()):
+                taken += await self._add(got)
+            elif insert is None or insert.done():
+                return
+            else:
                 await asyncio.wait([insert], timeout=_TOP_UP_POLL_S)
-                continue
-            decoded = await asyncio.to_thread(self._decode_all, chunk)
-            for partition, records in chunk.items():
-                before = self._prefetched.get(partition)
-                self._prefetched[partition] = (
-                    (before[0] + records, before[1].then(decoded[partition])) if before
-                    else (records, decoded[partition]))
-            taken += sum(len(records) for records in chunk.values())
+
+    async def _add(self, got: Mapping[TopicPartition, list[SourceRecord]]) -> int:
+        """Decode fetched records and append them to the next round; how many there were."""
+        chunk = {tp.partition: records for tp, records in got.items() if records}
+        if not chunk:
+            return 0
+        decoded = await asyncio.to_thread(self._decode_all, chunk)
+        for partition, records in chunk.items():
+            before = self._prefetched.get(partition)
+            self._prefetched[partition] = (
+                (before[0] + records, before[1].then(decoded[partition])) if before
+                else (records, decoded[partition]))
+        return sum(len(records) for records in chunk.values())
 
     def _decode_all(self, batches: dict[int, list[SourceRecord]]) -> dict[int, DecodedBatch]:
         return {p: self._sink.decode(p, records) for p, records in batches.items()}
@@ -304,7 +313,7 @@ class StreamService:
                 self._sink.write_batch, tp.partition, records, replay, state.epoch, decoded))
             try:
                 if prefetch:
-                    await self._prefetch(insert)
+                    await self._top_up(insert)
             finally:
                 result = await insert
         state.next_offset = records[-1].offset + 1
