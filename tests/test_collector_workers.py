@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from collector.spool import Spool, SpoolConfig
 from tests.collector_process import CollectorProcess, collector_env
 from tests.pipeline import poll, read_topic
 from tracklane.broker import TansuBroker, free_port
@@ -105,6 +106,33 @@ async def test_workers_share_the_port_sum_their_metrics_and_one_that_dies_comes_
     assert code == 0
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
     assert not list(tmp_path.glob("tracklane-metrics-*"))
+
+
+async def test_a_former_workers_spool_is_forwarded_before_the_workers_start(
+    broker: TansuBroker, tmp_path: Path,
+) -> None:
+    """Run with three workers, then with two: what worker 2 had spooled still reaches
+    Kafka, and its directory goes once empty."""
+    topic = f"orphans-{uuid.uuid4().hex[:8]}"
+    spool_dir = tmp_path / "spool"
+    orphan = Spool(SpoolConfig(spool_dir / "worker-2", max_bytes=1 << 20))
+    orphan.open()
+    await orphan.append([(f"workers:left-{i}".encode(), b"{}") for i in range(5)])
+    await orphan.close()
+    projects = tmp_path / "projects.toml"
+    projects.write_text('[[project]]\nid = "workers"\nwrite_keys = ["wk_workers"]\n')
+    port = free_port()
+    env = collector_env(broker.bootstrap_servers, topic, projects, port, tmp_path / "data",
+                        workers=2, spool_dir=spool_dir)
+    collector = CollectorProcess(env, port, tmp_path / "collector.log")
+    try:
+        await collector.wait_healthy()
+        records = await read_topic(broker.bootstrap_servers, topic, 5)
+        assert sorted(r.key for r in records) == [f"workers:left-{i}".encode()
+                                                  for i in range(5)]
+        assert not (spool_dir / "worker-2").exists()
+    finally:
+        assert collector.terminate() == 0
 
 
 def test_workers_refuse_a_chdb_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
