@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -25,6 +26,39 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Request], Awaitable[Response]]
 ErrorHandler = Callable[[Request, RequestError], Response]
+
+
+class IndexedHeaders(Headers):
+    """Starlette's request headers, looked up through a dict made once. An ingest request
+    reads about ten of them (agent, origin, write key, fetch metadata, proxies...), and
+    ``Headers`` scans the raw list for each: a twentieth of a pixel hit's time, more with
+    a browser's dozen headers. The first of repeated headers wins, as in ``Headers``."""
+
+    def __init__(self, scope: Scope) -> None:
+        super().__init__(scope=scope)
+        self._index: dict[str, str] = {}
+        for key, value in self.raw:
+            self._index.setdefault(key.decode("latin-1"), value.decode("latin-1"))
+
+    def __getitem__(self, key: str) -> str:
+        return self._index[key.lower()]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._index.get(key.lower(), default)
+
+    def __contains__(self, key: Any) -> bool:
+        return isinstance(key, str) and key.lower() in self._index
+
+
+class IngestRequest(Request):
+    """A request whose headers are :class:`IndexedHeaders`."""
+
+    @property
+    def headers(self) -> Headers:
+        indexed = self.__dict__.get("_indexed_headers")
+        if indexed is None:
+            indexed = self.__dict__["_indexed_headers"] = IndexedHeaders(self.scope)
+        return indexed
 
 
 class IngestApp(FastAPI):
@@ -43,7 +77,7 @@ class IngestApp(FastAPI):
         if handler is None or self.ingest_error is None:
             await super().__call__(scope, receive, send)
             return
-        request = Request(scope, receive, send)
+        request = IngestRequest(scope, receive, send)
         try:
             response = await handler(request)
         except RequestError as err:
