@@ -129,8 +129,7 @@ class Delivery:
             return
         if not self._journal and spool.backlog == 0 and self._producer.started:
             try:
-                async with asyncio.timeout(self._config.spool_after_s):
-                    await self._producer.send_records(records)
+                await self._producer.send_records(records, wait_s=self._config.spool_after_s)
                 self._metrics.produced.inc(len(records))
                 return
             except (BrokerUnavailable, TimeoutError) as exc:

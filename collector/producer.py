@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -26,6 +27,27 @@ class BrokerUnavailable(RuntimeError):
     """Kafka did not acknowledge in time; nothing may be reported as accepted."""
 
 
+@dataclass
+class _Waiter:
+    records: Sequence[tuple[bytes, bytes]]
+    done: asyncio.Future[dict[int, int]]
+    deadline: bool  # gives up with the shared send's deadline (see send_records)
+
+
+@dataclass
+class _Shared:
+    """Small requests' records going out in one send, and the one timer that ends the
+    wait of those that asked for a deadline."""
+
+    waiters: list[_Waiter] = field(default_factory=list)
+    expiry: asyncio.TimerHandle | None = None
+
+    def expire(self) -> None:
+        for waiter in self.waiters:
+            if waiter.deadline and not waiter.done.done():
+                waiter.done.set_exception(TimeoutError())
+
+
 class EventProducer:
     """Sends envelopes with ``acks=all`` and waits for every acknowledgement."""
 
@@ -33,8 +55,7 @@ class EventProducer:
         self._config = config
         self._producer: AIOKafkaProducer | None = None
         # Small requests' records waiting for this turn's shared send, and their waiters.
-        self._pending: list[tuple[Sequence[tuple[bytes, bytes]],
-                                  asyncio.Future[dict[int, int]]]] = []
+        self._pending = _Shared()
         self._sender: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -63,16 +84,28 @@ class EventProducer:
     def started(self) -> bool:
         return self._producer is not None
 
-    async def send_records(self, records: Sequence[tuple[bytes, bytes]]) -> dict[int, int]:
+    async def send_records(self, records: Sequence[tuple[bytes, bytes]],
+                           wait_s: float | None = None) -> dict[int, int]:
         """Return once Kafka has acknowledged every (key, value) record, with the offset of
         the last one per partition (of the shared send, for a small request: never below
-        its own); else raise ``BrokerUnavailable``."""
+        its own); else raise ``BrokerUnavailable``. With ``wait_s``, stop waiting after
+        about that long with ``TimeoutError`` (the send goes on): a small request's
+        deadline is its shared send's, counted from the first request of it that asked
+        for one, so never later than its own. One timer per shared send instead of one
+        per request: a pixel hit's own timer cost it a twenty-fifth of its time."""
         if self._producer is None:
             raise BrokerUnavailable("producer not started")
         if len(records) >= _BATCH_FROM:
-            return await self._send(records)
-        done: asyncio.Future[dict[int, int]] = asyncio.get_running_loop().create_future()
-        self._pending.append((records, done))
+            if wait_s is None:
+                return await self._send(records)
+            async with asyncio.timeout(wait_s):
+                return await self._send(records)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[dict[int, int]] = loop.create_future()
+        shared = self._pending
+        shared.waiters.append(_Waiter(records, done, wait_s is not None))
+        if wait_s is not None and shared.expiry is None:
+            shared.expiry = loop.call_later(wait_s, shared.expire)
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._send_pending())
         return await done
@@ -82,22 +115,25 @@ class EventProducer:
         arrive while one is in flight make the next. A ``send`` per record makes a future,
         a metadata wait and a partitioner call each, which cost a pixel hit about a fifth
         of its time; the batch grows with the load, as a group commit's does."""
-        while self._pending:
-            pending, self._pending = self._pending, []
-            await self._send_shared(pending)
+        while self._pending.waiters:
+            shared, self._pending = self._pending, _Shared()
+            try:
+                await self._send_shared(shared.waiters)
+            finally:
+                if shared.expiry is not None:
+                    shared.expiry.cancel()
 
-    async def _send_shared(self, pending: list[tuple[Sequence[tuple[bytes, bytes]],
-                                                     asyncio.Future[dict[int, int]]]]) -> None:
+    async def _send_shared(self, waiters: list[_Waiter]) -> None:
         try:
-            offsets = await self._send([r for records, _ in pending for r in records])
+            offsets = await self._send([r for waiter in waiters for r in waiter.records])
         except BrokerUnavailable as exc:
-            for _, done in pending:
-                if not done.done():
-                    done.set_exception(exc)
+            for waiter in waiters:
+                if not waiter.done.done():
+                    waiter.done.set_exception(exc)
             return
-        for _, done in pending:
-            if not done.done():  # a waiter may have been cancelled (its own deadline)
-                done.set_result(offsets)
+        for waiter in waiters:
+            if not waiter.done.done():  # past its deadline, or its request cancelled
+                waiter.done.set_result(offsets)
 
     async def _send(self, records: Sequence[tuple[bytes, bytes]]) -> dict[int, int]:
         producer = self._producer

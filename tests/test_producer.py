@@ -58,3 +58,47 @@ async def test_batched_and_single_sends_agree_on_partitions(broker: TansuBroker)
     assert sorted(values) == sorted([v for _, v in records] + [v for _, v in records[:40]])
     assert all(len(parts) == 1 for parts in seen.values())
     assert len({p for parts in seen.values() for p in parts}) == 4  # spread over the topic
+
+
+@pytest.mark.anyio
+async def test_small_requests_give_up_at_their_shared_deadline_and_are_sent_anyway(
+    own_broker: TansuBroker,
+) -> None:
+    """With the broker stalled, requests that asked for a deadline get TimeoutError at
+    about it (one timer for the shared send), one without waits on; once the broker is
+    back, every record is in the topic: giving up the wait does not take a record back."""
+    config = KafkaConfig(own_broker.bootstrap_servers, f"deadline-{uuid.uuid4().hex[:8]}", 1,
+                         5.0)
+    await ensure_topic(config)
+    producer = EventProducer(config)
+    await producer.start()
+    loop = asyncio.get_running_loop()
+    try:
+        await producer.send_records([(b"demo:warm", b"{}")])
+        own_broker.pause()
+        started = loop.time()
+        patient = asyncio.ensure_future(producer.send_records([(b"demo:patient", b"{}")]))
+        waits = [producer.send_records([(f"demo:d{i}".encode(), b"{}")], wait_s=0.5)
+                 for i in range(10)]
+        answers = await asyncio.gather(*waits, return_exceptions=True)
+        took = loop.time() - started
+        assert all(isinstance(a, TimeoutError) for a in answers), answers
+        assert took < 3.0, took  # the deadline's order of magnitude, not the send's 5 s
+        assert not patient.done()
+        own_broker.resume()
+        assert await asyncio.wait_for(patient, 30)
+    finally:
+        own_broker.resume()
+        await producer.stop()
+    consumer = AIOKafkaConsumer(config.topic, bootstrap_servers=config.bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    keys: set[bytes] = set()
+    try:
+        while len(keys) < 12:
+            got = await consumer.getmany(timeout_ms=5000)
+            assert got, f"only {sorted(keys)} came back"
+            keys |= {r.key for batch in got.values() for r in batch if r.key is not None}
+    finally:
+        await consumer.stop()
+    assert keys == {b"demo:warm", b"demo:patient", *(f"demo:d{i}".encode() for i in range(10))}
