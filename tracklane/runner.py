@@ -141,18 +141,7 @@ class HttpServer:
 
     async def start(self) -> None:
         # Bind here rather than in uvicorn, which answers a taken port with SystemExit.
-        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP, and
-        # without it a keep-alive client waits out its delayed ACK (40 ms) per request.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if self._reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((self._host, self._port))
-        except OSError as exc:
-            sock.close()
-            raise HttpStartError(f"cannot serve HTTP on {self._host}:{self._port}: {exc}") from None
+        sock = bound_socket(self._host, self._port, self._reuse_port)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             if self._task.done():
@@ -259,7 +248,7 @@ async def run_collector_workers(settings: Settings, overrides: Mapping[str, obje
                                  "opens its store in one process (drop --store, or one worker)")
     stop = _stop_event()
     # Reserve the port (a taken one fails here, once) and learn it if 0 was asked.
-    reserved = _reuse_port_socket(settings.host, settings.port)
+    reserved = bound_socket(settings.host, settings.port, reuse_port=True)
     port = reserved.getsockname()[1]
     metrics_dir = tempfile.mkdtemp(prefix="tracklane-metrics-")
     spool_dir = settings.resolved_spool_dir()
@@ -288,11 +277,16 @@ def _worker_spool(spool_dir: Path, worker: int) -> Path:
     return spool_dir if worker == 0 else spool_dir / f"worker-{worker}"
 
 
-def _reuse_port_socket(host: str, port: int) -> socket.socket:
+def bound_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to (host, port); ``reuse_port``: shared with the other
+    collector workers (SO_REUSEPORT). A taken port raises ``HttpStartError``."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say TCP, and
+    # without it a keep-alive client waits out its delayed ACK (40 ms) per request.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client.multiprocess import mark_process_dead
 
@@ -55,7 +55,6 @@ class _Worker:
     process: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
     restart_wait_s: float = _MIN_RESTART_S
-    exits: list[int] = field(default_factory=list)
 
 
 class WorkerPool:
@@ -122,7 +121,6 @@ class WorkerPool:
         process = worker.process
         assert process is not None
         code = await process.wait()
-        worker.exits.append(code)
         # Its live gauges (spool size) no longer count in the sums.
         mark_process_dead(process.pid, self._config.metrics_dir)  # type: ignore[no-untyped-call]
         return code
