@@ -237,9 +237,11 @@ class StreamService:
         decoded = await asyncio.to_thread(self._decode_all, chunk)
         for partition, records in chunk.items():
             before = self._prefetched.get(partition)
-            self._prefetched[partition] = (
-                (before[0] + records, before[1].then(decoded[partition])) if before
-                else (records, decoded[partition]))
+            if before is None:
+                self._prefetched[partition] = (list(records), decoded[partition])
+            else:
+                before[0].extend(records)  # this round's own list (see the first chunk)
+                self._prefetched[partition] = (before[0], before[1].then(decoded[partition]))
         return sum(len(records) for records in chunk.values())
 
     def _decode_all(self, batches: dict[int, list[SourceRecord]]) -> dict[int, DecodedBatch]:

@@ -68,11 +68,13 @@ class DecodedBatch:
     idents: set[tuple[str, str]]
 
     def then(self, later: DecodedBatch) -> DecodedBatch:
-        """This batch followed by the records decoded in ``later``."""
-        more = [(env, row) for env, row in later.envelopes
-                if (env.project_id, env.message_id) not in self.idents]
-        return DecodedBatch(self.token, self.envelopes + more,
-                            self.undecodable + later.undecodable, self.idents | later.idents)
+        """This batch followed by the records decoded in ``later``. Extends this batch's
+        own list and set (a round grows chunk by chunk; copying them each time would
+        cost the round's size for every chunk)."""
+        self.envelopes.extend((env, row) for env, row in later.envelopes
+                              if (env.project_id, env.message_id) not in self.idents)
+        self.idents.update(later.idents)
+        return replace(self, undecodable=self.undecodable + later.undecodable)
 
     def for_token(self, token: str) -> DecodedBatch:
         """The same rows, made for ``token``: a batch is decoded before it is complete,
