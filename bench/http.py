@@ -46,6 +46,7 @@ from bench.throughput import (
     _wait_http,
     _write_projects,
     log,
+    wait_for_workers,
 )
 from tracklane.broker import free_port
 
@@ -132,11 +133,9 @@ class Servers:
         base = f"http://127.0.0.1:{port}"
         _wait_http(proc, base + "/" if name in ("bare", "minimal") else f"{base}/healthz",
                    timeout_s=120)
-        if children == "worker":
-            deadline = time.monotonic() + 60
-            while len(descendants(proc.pid)) < self.workers and time.monotonic() < deadline:
-                time.sleep(0.1)
-        found = {f"{children}{i}": pid for i, pid in enumerate(descendants(proc.pid))}
+        pids = (wait_for_workers(proc, self.workers, name) if children == "worker"
+                else descendants(proc.pid))
+        found = {f"{children}{i}": pid for i, pid in enumerate(pids)}
         self.urls[name] = base + query
         self.pids[name] = {"server": proc.pid, **others, **found}
 

@@ -259,12 +259,7 @@ class Bench:
                          workers=str(workers))
         proc = self.c.start(name, [*_tracklane(), "collector"], env=env)
         _wait_http(proc, f"http://127.0.0.1:{port}/healthz")
-        deadline = time.monotonic() + 60
-        while workers > 1 and len(descendants(proc.pid)) < workers:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name}: {workers} workers did not start")
-            time.sleep(0.1)
-        found = descendants(proc.pid) if workers > 1 else []
+        found = wait_for_workers(proc, workers, name) if workers > 1 else []
         return proc, port, {"server": proc.pid, **{f"server{i}": p for i, p in enumerate(found)}}
 
     def loadgen(self, port: int, streams: list[dict[str, Any]], warmup_s: float,
@@ -597,6 +592,17 @@ class Bench:
                      for s in load["streams"]],
             "samples": len(samples), "cpu": load["cpu"],
         }
+
+
+def wait_for_workers(proc: subprocess.Popen[bytes], count: int, name: str) -> list[int]:
+    """The PIDs of a ``tracklane collector --workers`` supervisor's ``count`` workers,
+    once they are all started."""
+    deadline = time.monotonic() + 60
+    while len(found := descendants(proc.pid)) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name}: {count} workers did not start")
+        time.sleep(0.1)
+    return found
 
 
 def _vmrss_kb(pid: int) -> int:
