@@ -19,7 +19,10 @@ from clickhouse_connect.driver.client import Client
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
+from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from collector import openapi
 from collector.alerts_api import alerts_router
@@ -76,6 +79,9 @@ class CollectorDeps:
     monotonic: Callable[[], float] = time.monotonic  # for rate limits
     sdk_dir: Path | None = None  # where the built browser SDK is; default: the checkout's
     ingest_log: IngestLog | None = None  # per-minute outcomes in ClickHouse, when there is one
+    # A worker of `up --workers`: the process that owns the store answers the routes that
+    # need it (collector/upstream.py).
+    upstream: ASGIApp | None = None
     # Salt for the cookieless anonymous id of pixel hits that carry none.
     pixel_salt: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
@@ -215,12 +221,23 @@ def create_app(deps: CollectorDeps) -> FastAPI:
     async def metrics() -> Response:
         return Response(deps.metrics.exposition(), media_type=EXPOSITION_TYPE)
 
-    app.include_router(read_router(deps.projects, deps.store, deps.metrics))
-    app.include_router(alerts_router(deps.projects, deps.store, deps.clock))
-    app.include_router(query_router(deps.projects, deps.store))
-    app.include_router(users_router(deps.projects, deps.store, deps.clock,
-                                    deps.config.audit_key))
-    app.include_router(persons_router(deps.projects, deps.store))
+    store_routers = (read_router(deps.projects, deps.store, deps.metrics),
+                     alerts_router(deps.projects, deps.store, deps.clock),
+                     query_router(deps.projects, deps.store),
+                     users_router(deps.projects, deps.store, deps.clock, deps.config.audit_key),
+                     persons_router(deps.projects, deps.store))
+    for router in store_routers:
+        app.include_router(router)
+    if deps.upstream is not None:
+        # The store's routes, and the sum of every process's metrics, are the owner's.
+        # Matched ahead of the local ones, which stay for the OpenAPI document.
+        owned = [route for router in store_routers for route in router.routes
+                 if isinstance(route, APIRoute)]
+        owned += [route for route in app.router.routes
+                  if isinstance(route, APIRoute) and route.path == "/metrics"]
+        app.router.routes[:0] = [
+            Route(route.path, deps.upstream, methods=list(route.methods or ()),
+                  include_in_schema=False) for route in owned]
     app.include_router(client_config_router(deps.projects, deps.config))
     app.include_router(sdk_router(deps.sdk_dir or default_sdk_dir()))
     return app

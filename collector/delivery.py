@@ -67,6 +67,9 @@ class Delivery:
         # offset Kafka gave it per partition.
         self._unstored: deque[tuple[Position, dict[int, int]]] = deque()
         self._last_trim = 0.0
+        # The replayer and settle() both trim; one at a time keeps the checkpoint moving
+        # forward only.
+        self._trimming = asyncio.Lock()
         # Records of the batch being replayed already set aside, should its send be retried.
         self._aside: set[tuple[bytes, float]] = set()
         self._wake = asyncio.Event()
@@ -229,20 +232,31 @@ class Delivery:
         self._last_trim = time.monotonic()
         if spool is None or self._inserted is None:
             return
-        stored = self._inserted()
-        end: Position | None = None
-        while self._unstored and all(stored.get(partition, 0) > offset
-                                     for partition, offset in self._unstored[0][1].items()):
-            end = self._unstored.popleft()[0]
-        if end is None:
-            return
-        try:
-            # ClickHouse does not fsync the parts it writes: flush them (and everything
-            # else) to disk before the journal's copy of their events goes.
-            await asyncio.to_thread(os.sync)
-            await spool.trim(end)
-        except OSError as exc:
-            log.error("journal: trim failed", extra={"error": repr(exc)})
+        async with self._trimming:
+            stored = self._inserted()
+            end: Position | None = None
+            while self._unstored and all(stored.get(partition, 0) > offset
+                                         for partition, offset in self._unstored[0][1].items()):
+                end = self._unstored.popleft()[0]
+            if end is None:
+                return
+            try:
+                # ClickHouse does not fsync the parts it writes: flush them (and everything
+                # else) to disk before the journal's copy of their events goes.
+                await asyncio.to_thread(os.sync)
+                await spool.trim(end)
+            except OSError as exc:
+                log.error("journal: trim failed", extra={"error": repr(exc)})
+
+    async def settle(self, timeout_s: float) -> bool:
+        """Once drained: wait until the sink has inserted everything forwarded, letting the
+        journal forget it (a restart then replays nothing); True if it did in time."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            await self.trim()
+            if not self._unstored or time.monotonic() >= deadline:
+                return not self._unstored
+            await asyncio.sleep(0.05)
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until the spool has forwarded everything to Kafka; True if it did in time."""

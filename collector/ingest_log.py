@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from clickhouse_connect.driver.client import Client
@@ -22,13 +23,27 @@ from tracklane.clock import Clock
 log = logging.getLogger(__name__)
 
 _Key = tuple[datetime, str, str, str, str]  # minute, project, route, outcome, reason
+# A key and its count: one row of ``ingest_minute``.
+CountRow = tuple[datetime, str, str, str, str, int]
+# Writes rows where they are kept; raises if it could not.
+CountsWriter = Callable[[Sequence[CountRow]], None]
+COLUMNS = ("minute", "project_id", "route", "outcome", "reason", "events")
+
+
+def store_writer(store: Client) -> CountsWriter:
+    """Rows inserted into ``ingest_minute`` (rows of one key are summed by the table)."""
+    def write(rows: Sequence[CountRow]) -> None:
+        store.insert("ingest_minute", [list(row) for row in rows], column_names=list(COLUMNS))
+
+    return write
 
 
 class IngestLog:
-    """Buffers accepted/rejected counts and flushes them to ``ingest_minute``."""
+    """Buffers accepted/rejected counts and flushes them to ``ingest_minute`` through
+    ``write`` (the store, or the process that owns it)."""
 
-    def __init__(self, store: Client, clock: Clock, interval_s: float = 5.0) -> None:
-        self._store = store
+    def __init__(self, write: CountsWriter, clock: Clock, interval_s: float = 5.0) -> None:
+        self._write_rows = write
         self._clock = clock
         self._interval_s = interval_s
         self._counts: Counter[_Key] = Counter()
@@ -55,10 +70,9 @@ class IngestLog:
     def _write(self, counts: Counter[_Key]) -> int:
         if not counts:
             return 0
-        rows = [[*key, n] for key, n in counts.items()]
+        rows = [(*key, n) for key, n in counts.items()]
         try:
-            self._store.insert("ingest_minute", rows, column_names=[
-                "minute", "project_id", "route", "outcome", "reason", "events"])
+            self._write_rows(rows)
         except Exception as exc:
             log.warning("ingest counts not written; kept for the next try",
                         extra={"error": str(exc)})

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from collector.app import CollectorDeps, create_app
 from collector.delivery import Delivery
-from collector.ingest_log import IngestLog
+from collector.ingest_log import IngestLog, store_writer
 from collector.producer import EventProducer, ensure_topic
 from collector.spool import Spool, SpoolConfig
 from stream.consumer import StreamService
@@ -160,7 +160,7 @@ async def running_pipeline(
         deps = replace(deps, monotonic=monotonic)
     if store is not None:
         # Flushed by the tests that read it, so no background task.
-        deps = replace(deps, ingest_log=IngestLog(store, deps.clock))
+        deps = replace(deps, ingest_log=IngestLog(store_writer(store), deps.clock))
     app = create_app(deps)
     transport = httpx.ASGITransport(app=app, client=("198.51.100.23", 4711))
     try:

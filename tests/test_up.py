@@ -8,14 +8,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
-from tests.up_process import stored_message_ids, tracklane_up, wait_for
+from tests.up_process import (
+    alive,
+    children,
+    metric,
+    stats,
+    stored_message_ids,
+    tracklane_up,
+    wait_for,
+)
 from tracklane.broker import free_port
 from tracklane.projects import load_projects
 
@@ -26,23 +33,6 @@ PIXELS = 100
 def curl(*args: str) -> str:
     return subprocess.run(["curl", "-sS", *args], check=True, capture_output=True,
                           text=True).stdout
-
-
-def stats(base: str, read_key: str, event: str) -> int:
-    now = datetime.now(UTC)
-    response = httpx.get(f"{base}/v1/stats/minutes", params={
-        "event": event, "from": (now - timedelta(minutes=10)).isoformat(),
-        "to": (now + timedelta(minutes=2)).isoformat()},
-        headers={"Authorization": f"Bearer {read_key}"})
-    assert response.status_code == 200, response.text
-    return sum(row["count"] for row in response.json()["rows"])
-
-
-def metric(base: str, name: str) -> float:
-    for line in httpx.get(f"{base}/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
 
 
 def test_up_then_curl_and_pixel_show_exact_counts(tmp_path: Path) -> None:
@@ -95,56 +85,39 @@ def test_up_then_curl_and_pixel_show_exact_counts(tmp_path: Path) -> None:
         assert stats(base, read_key, "page_view") == PIXELS
 
 
-def _children(pid: int) -> dict[int, str]:
-    """The live child processes of ``pid``: pid -> command name."""
-    found: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:]
-        state, ppid = rest.split()[:2]
-        if int(ppid) == pid and state != "Z":
-            found[int(entry.name)] = name
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_a_sigkilled_up_takes_its_broker_along_and_starts_again(tmp_path: Path) -> None:
     port = free_port()
     with tracklane_up(tmp_path, port) as process:
-        brokers = [pid for pid, name in _children(process.pid).items()
+        brokers = [pid for pid, name in children(process.pid).items()
                    if name.startswith("tansu")]
-        assert len(brokers) == 1, _children(process.pid)
+        assert len(brokers) == 1, children(process.pid)
         process.kill()
         process.wait(10)
-        wait_for(lambda: not _alive(brokers[0]), 10, "the broker outlived up")
+        wait_for(lambda: not alive(brokers[0]), 10, "the broker outlived up")
     # Nothing the killed process left behind stops the next start on the same data dir.
     with tracklane_up(tmp_path, port):
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
 
 
-@pytest.mark.parametrize("kill", ["process group", "main process"])
-def test_every_acknowledged_event_survives_a_sigkill(tmp_path: Path, kill: str) -> None:
+@pytest.mark.parametrize(("kill", "workers"), [
+    ("process group", 1), ("main process", 1), ("main process", 2)])
+def test_every_acknowledged_event_survives_a_sigkill(
+        tmp_path: Path, kill: str, workers: int) -> None:
     """A crash right after the last 2xx: the embedded broker's log is gone, the journal is
-    not. After a restart every acknowledged id is stored once, and counted once."""
+    not. After a restart every acknowledged id is stored once, and counted once. With
+    collector workers, they die with the killed main process."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     acked: list[str] = []
-    with tracklane_up(tmp_path, port) as process:
+    env = {"TRACKLANE_WORKERS": str(workers)}
+    with tracklane_up(tmp_path, port, env) as process:
         project = load_projects(tmp_path / "data" / "projects.toml").projects[0]
         write_key, read_key = project.write_keys[0], project.read_keys[0]
-        children = _children(process.pid)
-        with httpx.Client(base_url=base, auth=(write_key, ""), timeout=30) as client:
+        started = children(process.pid)
+        assert len(started) == 1 + (workers if workers > 1 else 0), started
+        # A new connection per request, so that every worker takes some.
+        with httpx.Client(base_url=base, auth=(write_key, ""), timeout=30,
+                          limits=httpx.Limits(max_keepalive_connections=0)) as client:
             for n in range(40):
                 ids = [f"crash-{n}-{i}" for i in range(250)]
                 answer = client.post("/v1/batch", json={"batch": [
@@ -157,11 +130,11 @@ def test_every_acknowledged_event_survives_a_sigkill(tmp_path: Path, kill: str) 
         else:
             process.kill()
         process.wait(10)
-        for pid in children:
-            wait_for(lambda pid=pid: not _alive(pid), 10, f"{children[pid]} outlived up")
+        for pid in started:
+            wait_for(lambda pid=pid: not alive(pid), 10, f"{started[pid]} outlived up")
     assert len(acked) == 10_000
 
-    with tracklane_up(tmp_path, port):
+    with tracklane_up(tmp_path, port, env):
         # The journal forwarded, and the sink read, everything: any double count shows.
         lag = 'tracklane_stream_lag{partition="0"}'
 
@@ -257,11 +230,13 @@ def test_a_full_journal_answers_503_never_2xx_and_a_read_only_one_stops_up(
     assert "Traceback" not in ended.stderr, ended.stderr[-2000:]
 
 
-def test_a_keep_alive_connection_is_answered_at_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_keep_alive_connection_is_answered_at_once(tmp_path: Path,
+                                                     workers: int) -> None:
     """Browsers, server libraries and load balancers reuse connections: each request on one
     must not wait out the client's delayed ACK (40 ms), as it did without TCP_NODELAY."""
     port = free_port()
-    with tracklane_up(tmp_path, port):
+    with tracklane_up(tmp_path, port, {"TRACKLANE_WORKERS": str(workers)}):
         write_key = load_projects(tmp_path / "data" / "projects.toml").projects[0].write_keys[0]
         took: list[float] = []
         with httpx.Client(base_url=f"http://127.0.0.1:{port}",

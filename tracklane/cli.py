@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="HTTP port (default 8080)")
     up.add_argument("--data-dir", type=Path, help="where chDB data and the projects file live")
     up.add_argument("--alerts-file", type=Path, help="alert rules file (YAML)")
+    up.add_argument("--workers", type=int,
+                    help="collector processes sharing the port, one per core (default 1)")
 
     collector = sub.add_parser("collector", help="run the HTTP collector against Kafka")
     collector.add_argument("--host")
@@ -116,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "up":
-            run_loop(runner.run_up(settings))
+            run_loop(runner.run_up(settings, _overrides(args)))
         elif args.command == "collector" and args.worker is None and settings.workers > 1:
             run_loop(runner.run_collector_workers(settings, _overrides(args)))
         elif args.command == "collector":
@@ -130,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"migrations applied: {applied or 'none (up to date)'}")
     except (ProjectsFileError, StoreConfigError, MigrationError, BrokerStartError,
             FaultSpecError, runner.HttpStartError, RulesFileError,
-            runner.AlertsNotConfigured, runner.WorkersConfigError, SpoolOpenError) as exc:
+            runner.AlertsNotConfigured, runner.WorkersConfigError, runner.WorkerStartError,
+            SpoolOpenError) as exc:
         print(f"tracklane: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -39,3 +39,5 @@ def setup_logging(level: str = "INFO") -> None:
     # that hides our own one-line "broker unavailable" logs.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # One line per request it sends: the workers of `up` ask the owner a few times a second.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -8,12 +8,16 @@ through prometheus-client's multiprocess mode: each writes its values to files i
 directory, and whichever worker answers a scrape sums them all. prometheus-client reads
 ``PROMETHEUS_MULTIPROC_DIR`` when it is imported, so the supervisor sets it in each
 worker's environment; ``Metrics(multiprocess_dir=...)`` checks that it did.
+
+In ``tracklane up --workers N`` the process that owns the sink and the store is no
+worker: it keeps its own registry and merges the workers' directory into its scrape
+(``Metrics(workers_dir=...)``), each family from whichever side has it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from prometheus_client import (
@@ -24,7 +28,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 EXPOSITION_TYPE = CONTENT_TYPE_LATEST
@@ -34,12 +40,13 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None,
-                 multiprocess_dir: Path | None = None) -> None:
+                 multiprocess_dir: Path | None = None, workers_dir: Path | None = None) -> None:
         if multiprocess_dir is not None and os.environ.get(MULTIPROC_ENV) != str(multiprocess_dir):
             raise RuntimeError(f"{MULTIPROC_ENV} must be {multiprocess_dir} before "
                                "prometheus_client is imported")
         self.registry = registry or CollectorRegistry()
         self.multiprocess_dir = multiprocess_dir
+        self.workers_dir = workers_dir
         # Gauges read from a function at scrape time; in multiprocess mode, set from it
         # by refresh() (another worker may answer the scrape).
         self._live: list[tuple[Gauge, Callable[[], float]]] = []
@@ -121,10 +128,45 @@ class Metrics:
             gauge.set(read())
 
     def exposition(self) -> bytes:
-        """The text format of every metric: this process's, or all workers' summed."""
-        if self.multiprocess_dir is None:
+        """The text format of every metric: this process's, or all workers' summed (with
+        this process's own families where the workers have none of theirs)."""
+        if self.multiprocess_dir is None and self.workers_dir is None:
             return generate_latest(self.registry)
         self.refresh()
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(self.multiprocess_dir))  # type: ignore[no-untyped-call]
+        registry = CollectorRegistry(auto_describe=False)
+        path = self.multiprocess_dir or self.workers_dir
+        workers = MultiProcessCollector(None, path=str(path))  # type: ignore[no-untyped-call]
+        own = self.registry if self.multiprocess_dir is None else None
+        registry.register(_Merged(workers, own))
         return generate_latest(registry)
+
+
+class _Merged(Collector):
+    """The workers' families with ``own``'s samples added: every worker also registers the
+    sink's counters (at 0) and the owner the collector's, and the text format allows one
+    family per name. Summing is right for every family here: counters, histograms, the
+    spool gauges (the owner has no spool, so its are 0) and the gauges only one side sets."""
+
+    def __init__(self, workers: MultiProcessCollector, own: CollectorRegistry | None) -> None:
+        self._workers = workers
+        self._own = own
+
+    def collect(self) -> Iterable[Metric]:
+        families = {family.name: family
+                    for family in self._workers.collect()}  # type: ignore[no-untyped-call]
+        for family in self._own.collect() if self._own is not None else ():
+            summed = families.get(family.name)
+            if summed is None:
+                families[family.name] = family
+                continue
+            values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+            # A sum of creation times means nothing; the workers' files keep none.
+            for sample in (*summed.samples,
+                           *(s for s in family.samples if not s.name.endswith("_created"))):
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                values[key] = values.get(key, 0.0) + sample.value
+            merged = Metric(summed.name, summed.documentation, summed.type, summed.unit)
+            for (name, labels), value in values.items():
+                merged.add_sample(name, dict(labels), value)
+            families[family.name] = merged
+        yield from families.values()

@@ -25,10 +25,11 @@ from alerts.service import AlertsConfig, AlertService, check_projects
 from collector.app import CollectorDeps, create_app
 from collector.delivery import Delivery, Inserted
 from collector.identity_map import IdentityMapReloader
-from collector.ingest_log import IngestLog
+from collector.ingest_log import IngestLog, store_writer
 from collector.producer import EventProducer, ensure_topic
 from collector.server_protocol import with_header_timeout
 from collector.spool import Spool
+from collector.upstream import Upstream, UpstreamConfig, owner_router
 from store.client import create_client, describe_dsn, dictionary_credentials
 from store.migrate import RetentionConfig, migrate, project_retention
 from stream.consumer import StreamService
@@ -38,7 +39,7 @@ from tracklane.install_secret import install_secret
 from tracklane.metrics import MULTIPROC_ENV, Metrics
 from tracklane.projects import Project, Projects, load_projects, write_default_projects
 from tracklane.settings import CollectorConfig, KafkaConfig, Settings, SinkConfig
-from tracklane.workers import WorkerPool, WorkerPoolConfig
+from tracklane.workers import WorkerPool, WorkerPoolConfig, WorkerStartError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ class HttpStartError(RuntimeError):
 
 class WorkersConfigError(RuntimeError):
     """``tracklane collector --workers`` was asked for something workers cannot do."""
+
+
+__all__ = ["AlertsNotConfigured", "HttpStartError", "WorkerStartError", "WorkersConfigError"]
 
 
 class AlertsNotConfigured(RuntimeError):
@@ -123,7 +127,8 @@ class HttpServer:
     """An HTTP server task with a clear start (listening) and stop (drained)."""
 
     def __init__(self, app: FastAPI, host: str, port: int, graceful_s: float = 10.0,
-                 header_timeout_s: float = 10.0, reuse_port: bool = False) -> None:
+                 header_timeout_s: float = 10.0, reuse_port: bool = False,
+                 uds: Path | None = None) -> None:
         self._server = _Server(uvicorn.Config(
             app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
             # uvicorn would believe X-Forwarded-* from loopback; the collector decides
@@ -137,11 +142,14 @@ class HttpServer:
         self._port = port
         # Collector workers share the port; the kernel spreads connections over them.
         self._reuse_port = reuse_port
+        # Instead of the port: a Unix socket only this user may open (the owner in `up`).
+        self._uds = uds
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         # Bind here rather than in uvicorn, which answers a taken port with SystemExit.
-        sock = bound_socket(self._host, self._port, self._reuse_port)
+        sock = (_unix_socket(self._uds) if self._uds is not None
+                else bound_socket(self._host, self._port, self._reuse_port))
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             if self._task.done():
@@ -190,19 +198,28 @@ async def run_alerts(settings: Settings) -> None:
 
 async def run_collector(settings: Settings, worker: int | None = None) -> None:
     """The collector alone, against a real Kafka (and a store, if configured, for reads);
-    ``worker``: one of ``run_collector_workers``'s processes."""
+    ``worker``: one of ``run_collector_workers``'s or ``run_up``'s processes."""
     stop = _stop_event()
     projects = load_projects(settings.resolved_projects_file())
     multiproc = os.environ.get(MULTIPROC_ENV) if worker is not None else None
     metrics = Metrics(multiprocess_dir=Path(multiproc) if multiproc else None)
-    store = open_store(settings) if settings.store_dsn else None
-    delivery = _delivery(settings, settings.kafka(), metrics)
+    upstream = (Upstream(UpstreamConfig(settings.upstream_socket, settings.max_body_bytes))
+                if settings.upstream_socket is not None else None)
+    store = open_store(settings) if settings.store_dsn and upstream is None else None
+    # A worker of `up` journals what it accepts until the owner's sink has inserted it.
+    journal = upstream is not None and settings.journal
+    delivery = _delivery(settings, settings.kafka(), metrics,
+                         upstream.inserted if upstream is not None and journal else None)
+    if upstream is not None:
+        await upstream.start()
     await delivery.start(stop)
-    ingest_log = IngestLog(store, utc_now) if store is not None else None
+    ingest_log = (IngestLog(store_writer(store), utc_now) if store is not None
+                  else IngestLog(upstream.write_counts, utc_now) if upstream is not None
+                  else None)
     identities = (IdentityMapReloader(store, settings.identity_reload_s)
                   if store is not None else None)
     deps = CollectorDeps(_collector_config(settings), projects, delivery, metrics, store,
-                         sdk_dir=settings.sdk_dir, ingest_log=ingest_log)
+                         sdk_dir=settings.sdk_dir, ingest_log=ingest_log, upstream=upstream)
     http = HttpServer(create_app(deps), settings.host, settings.port,
                       settings.shutdown_timeout_s / 2, settings.read_timeout_s,
                       reuse_port=worker is not None)
@@ -214,6 +231,8 @@ async def run_collector(settings: Settings, worker: int | None = None) -> None:
     helpers = [] if worker is None else [_refresh_metrics(metrics, stop)]
     log.info("collector listening", extra={"url": f"http://{settings.host}:{settings.port}",
                                            "worker": worker})
+    if settings.ready_file is not None:
+        settings.ready_file.touch()
     await stop.wait()
     async with _deadline(settings.shutdown_timeout_s, "collector"):
         # Stop accepting and finish in-flight requests, then flush the producer (the spool
@@ -223,8 +242,13 @@ async def run_collector(settings: Settings, worker: int | None = None) -> None:
             await ingest_log.stop()
         if identities is not None:
             await identities.stop()
+        if journal and await delivery.drain(settings.shutdown_timeout_s / 4):
+            # Forget what the sink inserts meanwhile; the rest is replayed at the next start.
+            await delivery.settle(settings.shutdown_timeout_s / 4)
         await delivery.stop()
         await asyncio.gather(*helpers)
+        if upstream is not None:
+            await upstream.stop()
     if store is not None:
         store.close()
 
@@ -242,27 +266,16 @@ def _refresh_metrics(metrics: Metrics, stop: asyncio.Event) -> asyncio.Task[None
 async def run_collector_workers(settings: Settings, overrides: Mapping[str, object]) -> None:
     """``settings.workers`` collector processes on one port (see tracklane/workers.py);
     ``overrides``: the settings given on the command line, passed on to each worker."""
-    count = settings.workers
     if settings.store_dsn and settings.store_dsn.startswith("chdb:"):
         raise WorkersConfigError("collector workers need a ClickHouse server for reads: chDB "
                                  "opens its store in one process (drop --store, or one worker)")
     stop = _stop_event()
     # Reserve the port (a taken one fails here, once) and learn it if 0 was asked.
     reserved = bound_socket(settings.host, settings.port, reuse_port=True)
-    port = reserved.getsockname()[1]
-    metrics_dir = tempfile.mkdtemp(prefix="tracklane-metrics-")
-    spool_dir = settings.resolved_spool_dir()
+    run_dir = Path(tempfile.mkdtemp(prefix="tracklane-metrics-"))
     try:
-        await _drain_orphan_spools(settings, count, stop)
-        base = {**os.environ, **{f"TRACKLANE_{k.upper()}": str(v) for k, v in overrides.items()},
-                "TRACKLANE_PORT": str(port), "TRACKLANE_WORKERS": str(count),
-                MULTIPROC_ENV: metrics_dir}
-        envs = [{**base, "TRACKLANE_SPOOL_DIR": str(_worker_spool(spool_dir, k)),
-                 "TRACKLANE_SPOOL_MAX_BYTES": str(settings.spool_max_bytes // count)}
-                for k in range(count)]
-        pool = WorkerPool(WorkerPoolConfig(
-            count, [sys.executable, "-m", "tracklane.cli", "collector"], envs, metrics_dir,
-            settings.shutdown_timeout_s))
+        await _drain_orphan_spools(settings, settings.kafka(), stop)
+        pool = _worker_pool(settings, overrides, reserved.getsockname()[1], run_dir)
         await pool.start()
         try:
             await pool.run(stop)
@@ -270,7 +283,25 @@ async def run_collector_workers(settings: Settings, overrides: Mapping[str, obje
             await pool.stop()
     finally:
         reserved.close()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _worker_pool(settings: Settings, overrides: Mapping[str, object], port: int,
+                 run_dir: Path, extra_env: Mapping[str, str] | None = None,
+                 death_signal: str = "TERM") -> WorkerPool:
+    """``settings.workers`` collector workers on ``port``, each with its spool and its
+    share of the spool's bytes, writing their metrics (and readiness) in ``run_dir``."""
+    count = settings.workers
+    base = {**os.environ, **{f"TRACKLANE_{k.upper()}": str(v) for k, v in overrides.items()},
+            "TRACKLANE_PORT": str(port), "TRACKLANE_WORKERS": str(count),
+            MULTIPROC_ENV: str(run_dir), **(extra_env or {})}
+    spool_dir = settings.resolved_spool_dir()
+    envs = [{**base, "TRACKLANE_SPOOL_DIR": str(_worker_spool(spool_dir, k)),
+             "TRACKLANE_SPOOL_MAX_BYTES": str(settings.spool_max_bytes // count)}
+            for k in range(count)]
+    return WorkerPool(WorkerPoolConfig(
+        count, [sys.executable, "-m", "tracklane.cli", "collector"], envs, str(run_dir),
+        settings.shutdown_timeout_s, death_signal))
 
 
 def _worker_spool(spool_dir: Path, worker: int) -> Path:
@@ -295,9 +326,21 @@ def bound_socket(host: str, port: int, reuse_port: bool = False) -> socket.socke
     return sock
 
 
-async def _drain_orphan_spools(settings: Settings, count: int, stop: asyncio.Event) -> None:
-    """Forward to Kafka what the spools of workers beyond ``count`` (a run with more
-    workers) still hold; a spool that cannot be emptied now is kept for the next start."""
+def _unix_socket(path: Path) -> socket.socket:
+    """A Unix socket at ``path`` that only this user may connect to."""
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    os.chmod(path, 0o600)
+    return sock
+
+
+async def _drain_orphan_spools(settings: Settings, kafka: KafkaConfig, stop: asyncio.Event,
+                               inserted: Inserted | None = None) -> None:
+    """Forward to Kafka what the spools of workers beyond ``settings.workers`` (a run with
+    more workers) still hold; with ``inserted`` (journals, in `up`), also wait until the
+    sink has inserted it. A spool that cannot be emptied now is kept for the next start."""
+    count = settings.workers
     spool_dir = settings.resolved_spool_dir()
     if settings.spool_max_bytes <= 0 or not spool_dir.is_dir():
         return
@@ -305,11 +348,13 @@ async def _drain_orphan_spools(settings: Settings, count: int, stop: asyncio.Eve
         index = path.name.removeprefix("worker-")
         if not path.is_dir() or not index.isdigit() or int(index) < count:
             continue
-        delivery = _delivery(settings.model_copy(update={"spool_dir": path}), settings.kafka(),
-                             Metrics())
+        delivery = _delivery(settings.model_copy(update={"spool_dir": path}), kafka, Metrics(),
+                             inserted)
         await delivery.start(stop)
         try:
-            emptied = await delivery.drain(settings.shutdown_timeout_s)
+            emptied = (await delivery.drain(settings.shutdown_timeout_s)
+                       and (inserted is None
+                            or await delivery.settle(settings.shutdown_timeout_s)))
         finally:
             await delivery.stop()
         if emptied:
@@ -362,14 +407,8 @@ def _sink_config(settings: Settings, assign_all: bool) -> SinkConfig:
     return replace(settings.sink(assign_all), erasure_key=_secret(settings))
 
 
-def _banner(
-    settings: Settings, project: Project, broker: TansuBroker, dsn: str,
-    alerts: AlertsConfig | None, delivery: Delivery,
-) -> str:
-    spool = delivery.spool
-    journal = (f"{spool.directory} (a 2xx means the events are on disk here)"
-               if spool is not None and spool.journal
-               else "off: a crash loses what the sink has not inserted")
+def _banner(settings: Settings, project: Project, broker: TansuBroker, dsn: str,
+            alerts: AlertsConfig | None, journal: str) -> str:
     base = f"http://{settings.host}:{settings.port}"
     wk = project.write_keys[0] if project.write_keys else "<none>"
     rk = project.read_keys[0] if project.read_keys else "<none>"
@@ -391,6 +430,7 @@ def _banner(
         f"  metrics        {base}/metrics",
         f"  kafka          {broker.bootstrap_servers} (embedded Tansu, in memory), "
         f"topic {settings.topic}",
+        f"  collector      {_workers_line(settings)}",
         f"  journal        {journal}",
         f"  store          {describe_dsn(dsn)}",
         f"  projects file  {settings.resolved_projects_file()}",
@@ -400,8 +440,26 @@ def _banner(
     ])
 
 
-async def run_up(settings: Settings) -> None:
-    """Everything in one process: Tansu, the collector, the sink and chDB under data_dir."""
+def _workers_line(settings: Settings) -> str:
+    if settings.workers == 1:
+        return "in this process (--workers N: N processes, for N cores)"
+    return f"{settings.workers} worker processes sharing the port"
+
+
+def _journal_line(settings: Settings, journal: bool) -> str:
+    if not journal:
+        return "off: a crash loses what the sink has not inserted"
+    where = settings.resolved_spool_dir()
+    if settings.workers > 1:
+        return f"{where} and its worker-K directories (a 2xx means the events are on disk)"
+    return f"{where} (a 2xx means the events are on disk here)"
+
+
+async def run_up(settings: Settings, overrides: Mapping[str, object] | None = None) -> None:
+    """Tansu, the sink, chDB and the alerts in this process, which owns the store; the
+    collector in it too, or in ``settings.workers`` processes that send events to Kafka
+    and forward what needs the store to this one (collector/upstream.py).
+    ``overrides``: the settings given on the command line, passed on to the workers."""
     stop = _stop_event()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     projects_file = settings.resolved_projects_file()
@@ -411,6 +469,13 @@ async def run_up(settings: Settings) -> None:
     projects = load_projects(projects_file)
     # Validate the rules before starting anything, so a bad file fails fast.
     alerts_config = load_alerts(settings, projects)
+    split = settings.workers > 1
+    # The workers' port, reserved first so that a taken one fails before anything starts.
+    reserved = bound_socket(settings.host, settings.port, reuse_port=True) if split else None
+    if reserved is not None:
+        settings = settings.model_copy(update={"port": reserved.getsockname()[1]})
+    # Short, and private (0700): the workers' metrics, readiness, and this process's socket.
+    run_dir = Path(tempfile.mkdtemp(prefix="tracklane-up-")) if split else None
     broker = TansuBroker(settings.data_dir / "tansu.log")
     broker.start()
     # One process consumes the whole topic here, so partitions spread nothing: each would
@@ -420,48 +485,74 @@ async def run_up(settings: Settings) -> None:
                   else 1)
     kafka = replace(settings.kafka(), bootstrap_servers=broker.bootstrap_servers,
                     partitions=partitions)
-    metrics = Metrics()
+    metrics = Metrics(workers_dir=run_dir)
+    journal = settings.journal and settings.spool_max_bytes > 0
+    if not journal:
+        log.warning("no journal: a crash loses the events the sink has not inserted yet",
+                    extra={"journal": settings.journal,
+                           "spool_max_bytes": settings.spool_max_bytes})
     client: Client | None = None
     delivery: Delivery | None = None
     service: StreamService | None = None
     alerts: AlertService | None = None
+    pool: WorkerPool | None = None
+    background: set[asyncio.Task[None]] = set()
     try:
         client = open_store(settings)
         service = StreamService(kafka, _sink_config(settings, assign_all=True), client, metrics)
-        if settings.journal and settings.spool_max_bytes > 0:
-            delivery = _delivery(settings, kafka, metrics, service.inserted_offsets)
+        inserted = service.inserted_offsets if journal else None
+        if run_dir is None:
+            delivery = _delivery(settings, kafka, metrics, inserted)
+            await delivery.start(stop)
         else:
-            log.warning("no journal: a crash loses the events the sink has not inserted yet",
-                        extra={"journal": settings.journal,
-                               "spool_max_bytes": settings.spool_max_bytes})
-            delivery = _delivery(settings, kafka, metrics)
-        await delivery.start(stop)
+            # The workers take the events; this process takes none (never started, its
+            # delivery refuses any that reached its socket with a 503).
+            await ensure_topic(kafka)
+            delivery = Delivery(settings.delivery(kafka), EventProducer(kafka), None, metrics)
         await service.start()
-        ingest_log = IngestLog(client, utc_now)
+        background.add(asyncio.create_task(service.run()))
+        await _drain_orphan_spools(settings, kafka, stop, inserted)
+        ingest_log = IngestLog(store_writer(client), utc_now)
         deps = CollectorDeps(_collector_config(settings), projects, delivery, metrics, client,
                              sdk_dir=settings.sdk_dir, ingest_log=ingest_log)
-        http = HttpServer(create_app(deps), settings.host, settings.port,
-                      settings.shutdown_timeout_s / 2, settings.read_timeout_s)
+        app = create_app(deps)
+        if run_dir is not None:
+            app.include_router(owner_router(service.inserted_offsets, store_writer(client)))
+        http = HttpServer(app, settings.host, settings.port, settings.shutdown_timeout_s / 2,
+                          settings.read_timeout_s,
+                          uds=run_dir / "owner.sock" if run_dir is not None else None)
         await http.start()
         await ingest_log.start()
         identities = IdentityMapReloader(client, settings.identity_reload_s)
         await identities.start()
-        stream_task = asyncio.create_task(service.run())
-        background = {stream_task}
+        if run_dir is not None:
+            pool = _worker_pool(settings, overrides or {}, settings.port, run_dir, {
+                "TRACKLANE_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
+                "TRACKLANE_TOPIC_PARTITIONS": str(kafka.partitions),
+                "TRACKLANE_UPSTREAM_SOCKET": str(run_dir / "owner.sock"),
+                "TRACKLANE_JOURNAL": str(journal),
+                "TRACKLANE_DATA_DIR": str(settings.data_dir),
+            }, death_signal="KILL")
+            await pool.start()
+            background.add(asyncio.create_task(pool.run(stop)))
         if alerts_config is not None:
             alerts = AlertService(alerts_config, client, metrics.registry)
             await alerts.start()
             background.add(asyncio.create_task(alerts.run()))
         if projects.projects:
             print(_banner(settings, projects.projects[0], broker, settings.resolved_store_dsn(),
-                          alerts_config, delivery), flush=True)
+                          alerts_config, _journal_line(settings, journal)), flush=True)
         stop_wait = asyncio.create_task(stop.wait())
         await asyncio.wait({*background, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         stop_wait.cancel()
+        stop.set()
         async with _deadline(settings.shutdown_timeout_s, "up"):
             # Stop taking events first, then insert everything accepted: forward the
             # journal to Kafka, insert all of it, and let the journal forget it. Whatever
-            # is left stays in the journal (or the spool) for the next start.
+            # is left stays in the journal (or the spool) for the next start. Workers do
+            # their part of this themselves, while the sink still runs.
+            if pool is not None:
+                await pool.stop()
             await http.stop()
             await ingest_log.stop()
             await identities.stop()
@@ -477,6 +568,12 @@ async def run_up(settings: Settings) -> None:
                           "keeps them for the next start")
             await delivery.stop()
     finally:
+        if pool is not None:
+            await pool.stop()
+        # Left running only when starting failed half-way.
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         if alerts is not None:
             await alerts.close()
         if service is not None:
@@ -486,4 +583,8 @@ async def run_up(settings: Settings) -> None:
         broker.stop()
         if client is not None:
             client.close()
+        if reserved is not None:
+            reserved.close()
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
     print("Tracklane stopped.", file=sys.stderr, flush=True)

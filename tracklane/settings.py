@@ -92,9 +92,13 @@ class Settings(BaseSettings):
     projects_file: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8080
-    # `tracklane collector` only: processes sharing the port (SO_REUSEPORT). One Python
-    # process serves pixels on one core; more use more cores (see tracklane/workers.py).
+    # `collector` and `up`: processes sharing the port (SO_REUSEPORT). One Python process
+    # serves pixels on one core; more use more cores (see tracklane/workers.py).
     workers: int = Field(default=1, ge=1, le=64)
+    # Set by a supervisor for its workers: the file a worker creates once it listens, and
+    # in `up`, the socket of the process that owns the store (collector/upstream.py).
+    ready_file: Path | None = None
+    upstream_socket: Path | None = None
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     topic: str = "tracklane.events"

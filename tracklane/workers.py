@@ -25,6 +25,7 @@ import logging
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client.multiprocess import mark_process_dead
 
@@ -38,15 +39,26 @@ _MAX_RESTART_S = 30.0
 _STABLE_S = 60.0
 
 
+READY_ENV = "TRACKLANE_READY_FILE"
+
+
+class WorkerStartError(RuntimeError):
+    """A worker exited, or did not listen in time, while the pool was starting."""
+
+
 @dataclass(frozen=True)
 class WorkerPoolConfig:
-    """``command`` starts worker K with ``--worker K`` appended and ``env(K)``."""
+    """``command`` starts worker K with ``--worker K`` appended and ``envs[K]``; a worker
+    creates the file named by its ``TRACKLANE_READY_FILE`` once it listens."""
 
     count: int
     command: Sequence[str]
     envs: Sequence[Mapping[str, str]]
     metrics_dir: str
     shutdown_timeout_s: float
+    # What a worker gets when the supervisor dies (SIGKILL included): TERM drains it, KILL
+    # ends it at once (in `up`, where a 2xx means on disk and Kafka dies with the owner).
+    death_signal: str = "TERM"
 
 
 @dataclass
@@ -55,6 +67,12 @@ class _Worker:
     process: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
     restart_wait_s: float = _MIN_RESTART_S
+
+
+def worker_env(config: WorkerPoolConfig, index: int) -> dict[str, str]:
+    """Worker ``index``'s environment, with where it says it listens."""
+    return {READY_ENV: str(Path(config.metrics_dir) / f"ready-{index}"),
+            **config.envs[index]}
 
 
 class WorkerPool:
@@ -70,19 +88,33 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.process is not None]
 
-    async def start(self) -> None:
+    async def start(self, timeout_s: float = 60.0) -> None:
+        """Start every worker and return once each listens."""
         for worker in self._workers:
             await self._spawn(worker)
-        # Each worker logs "collector listening" once it is.
-        log.info("collector workers started", extra={"workers": self._config.count,
-                                                     "pids": self.pids})
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        for worker in self._workers:
+            ready = Path(worker_env(self._config, worker.index)[READY_ENV])
+            while not ready.exists():
+                assert worker.process is not None
+                if worker.process.returncode is not None:
+                    raise WorkerStartError(f"collector worker {worker.index} exited with "
+                                           f"{worker.process.returncode} while starting")
+                if asyncio.get_running_loop().time() > deadline:
+                    raise WorkerStartError(f"collector worker {worker.index} did not listen "
+                                           f"within {timeout_s:.0f} s")
+                await asyncio.sleep(0.02)
+        log.info("collector workers listening", extra={"workers": self._config.count,
+                                                       "pids": self.pids})
 
     async def _spawn(self, worker: _Worker) -> None:
         # A worker outliving a killed supervisor would serve alone, unsupervised: it gets
-        # SIGTERM then, and stops as if asked.
+        # the death signal then.
+        env = worker_env(self._config, worker.index)
+        Path(env[READY_ENV]).unlink(missing_ok=True)
         worker.process = await asyncio.create_subprocess_exec(
-            *die_with_parent("TERM"), *self._config.command, "--worker", str(worker.index),
-            env=dict(self._config.envs[worker.index]))
+            *die_with_parent(self._config.death_signal), *self._config.command,
+            "--worker", str(worker.index), env=env)
         worker.started_at = asyncio.get_running_loop().time()
 
     async def run(self, stop: asyncio.Event) -> None:
