@@ -13,7 +13,8 @@ and load balancers use) sends ``GET /p.gif`` hits to, in alternating order each 
 * ``collector``: ``tracklane collector`` (one process) against a Tansu broker of its own;
 * ``collector_workers``: the same with ``--workers`` (default: one per core), the
   configuration the ``collector_vs_minimal`` target is for;
-* ``up``: ``tracklane up`` (journal, sink and chDB in the process).
+* ``up``: ``tracklane up --workers`` (the same count): collector workers journaling what
+  they accept, and one process with Tansu, the sink and chDB.
 
 Then one connection sending one hit at a time (``wrk -c1``) measures keep-alive latency on
 ``collector`` and ``up``. Prints one JSON object on stdout: each figure beside its ceiling,
@@ -37,7 +38,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from bench.loadgen import CpuWindow, descendants
+from bench.loadgen import CpuWindow
 from bench.throughput import (
     WRITE_KEY,
     Children,
@@ -116,28 +117,29 @@ class Servers:
         port = free_port()
         env = {**env, "TRACKLANE_PORT": str(port), "TRACKLANE_WORKERS": str(self.workers)}
         self._server("collector_workers", [*_tracklane(), "collector"], port, query,
-                     {"broker": broker.pid}, env, children="worker")
+                     {"broker": broker.pid}, env, self.workers)
         port = free_port()
         data = self.workdir / "up" / "data"
         _write_projects(data / "projects.toml")
-        env = self.c.env(port=str(port), data_dir=str(data), **unlimited)
+        env = self.c.env(port=str(port), data_dir=str(data), workers=str(self.workers),
+                         **unlimited)
         self._server("up", [*_tracklane(), "up", "--port", str(port), "--data-dir", str(data)],
-                     port, query, {}, env)
+                     port, query, {}, env, self.workers)
 
     def _server(self, name: str, args: list[str], port: int, query: str,
                 others: dict[str, int | None], env: dict[str, str] | None = None,
-                children: str = "child") -> None:
-        """``children``: what the server's child processes are; "worker"s count as the
-        server's own CPU."""
+                workers: int = 1) -> None:
+        """``workers``: the server's collector worker processes, whose CPU is the server's
+        own; its other child processes (up's Tansu) are "child"ren."""
         proc = self.c.start(name, args, env=env)
         base = f"http://127.0.0.1:{port}"
         _wait_http(proc, base + "/" if name in ("bare", "minimal") else f"{base}/healthz",
                    timeout_s=120)
-        pids = (wait_for_workers(proc, self.workers, name) if children == "worker"
-                else descendants(proc.pid))
-        found = {f"{children}{i}": pid for i, pid in enumerate(pids)}
+        found, rest = wait_for_workers(proc, workers, name)
         self.urls[name] = base + query
-        self.pids[name] = {"server": proc.pid, **others, **found}
+        self.pids[name] = {"server": proc.pid, **others,
+                           **{f"worker{i}": pid for i, pid in enumerate(found)},
+                           **{f"child{i}": pid for i, pid in enumerate(rest)}}
 
 
 def _summary(runs: dict[str, list[dict[str, Any]]], single: dict[str, list[dict[str, Any]]],

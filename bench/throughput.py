@@ -13,9 +13,10 @@ Prints one JSON object on stdout (progress on stderr): every figure beside its t
   ids through the views) against one plain ``client.insert`` of the same rows per round
   (``--sink-round``, the sink's ``batch_max_records``) into a fresh store; one partition,
   as in ``tracklane up``; target >= 50% of raw.
-* freshness: ``tracklane up`` under a steady 20,000 events/s in batches and 2,000 pixel hits/s
-  at once; time from each 2xx to the event being counted by ``/v1/stats/minutes``, target
-  p99 <= 2 s; the pixel hits' response time, target p99 <= 50 ms.
+* freshness: ``tracklane up --workers`` under a steady 20,000 events/s in batches and
+  2,000 pixel hits/s at once; time from each 2xx to the event being counted by
+  ``/v1/stats/minutes``, target p99 <= 2 s; the pixel hits' response time, target p99
+  <= 50 ms.
 * rss: ``tracklane collector``'s VmRSS under a steady load; growth after warm-up <= 10%.
 
 Every process (Tansu, servers, load generators) is a child started here and stopped by its
@@ -259,7 +260,7 @@ class Bench:
                          workers=str(workers))
         proc = self.c.start(name, [*_tracklane(), "collector"], env=env)
         _wait_http(proc, f"http://127.0.0.1:{port}/healthz")
-        found = wait_for_workers(proc, workers, name) if workers > 1 else []
+        found = wait_for_workers(proc, workers, name)[0] if workers > 1 else []
         return proc, port, {"server": proc.pid, **{f"server{i}": p for i, p in enumerate(found)}}
 
     def loadgen(self, port: int, streams: list[dict[str, Any]], warmup_s: float,
@@ -491,20 +492,22 @@ class Bench:
         data = workdir / "data"
         _write_projects(data / "projects.toml")
         port = free_port()
-        env = self.c.env(host="127.0.0.1", port=str(port), data_dir=str(data))
+        env = self.c.env(host="127.0.0.1", port=str(port), data_dir=str(data),
+                         workers=str(o.workers))
         out = (workdir / "up.out").open("ab")
         self.c.files.append(out)
         up = self.c.start("up", [*_tracklane(), "up", "--port", str(port), "--data-dir",
                                  str(data)], env=env, stdout=out)
         _wait_http(up, f"http://127.0.0.1:{port}/healthz", timeout_s=120)
-        tansu = descendants(up.pid)
+        workers, tansu = wait_for_workers(up, o.workers, "up")
         stream = {"kind": "load", "rate": o.fresh_rate / o.fresh_batch,
                   "batch_size": o.fresh_batch, "event_name": "bench_load", "connections": 16}
         streams = [stream]
         if o.fresh_pixel_rate:
             streams.append({"kind": "pixel", "rate": o.fresh_pixel_rate, "connections": 16})
         result = self.loadgen(port, streams, 5.0, o.fresh_seconds,
-                              {"up": up.pid, "broker": tansu[0] if tansu else None},
+                              {"up": up.pid, "broker": tansu[0] if tansu else None,
+                               **{f"up_worker{i}": pid for i, pid in enumerate(workers)}},
                               freshness={"read_key": READ_KEY, "load_event": "bench_load",
                                          "probe_event": "bench_probe", "poll_s": 0.1})
         log("  stopping tracklane up (it inserts what Kafka holds first)")
@@ -594,15 +597,20 @@ class Bench:
         }
 
 
-def wait_for_workers(proc: subprocess.Popen[bytes], count: int, name: str) -> list[int]:
-    """The PIDs of a ``tracklane collector --workers`` supervisor's ``count`` workers,
-    once they are all started."""
+def wait_for_workers(proc: subprocess.Popen[bytes], count: int, name: str,
+                     ) -> tuple[list[int], list[int]]:
+    """The PIDs of the ``count`` collector workers (``--worker K``) of a ``tracklane
+    collector`` or ``up``, once they are all started (none for one process), and of its
+    other child processes (the Tansu of ``up``)."""
     deadline = time.monotonic() + 60
-    while len(found := descendants(proc.pid)) < count:
+    while True:
+        found = descendants(proc.pid)
+        workers = [pid for pid in found if b"--worker" in _cmdline(pid)]
+        if count <= 1 or len(workers) >= count:
+            return workers, [pid for pid in found if pid not in workers]
         if time.monotonic() > deadline:
             raise RuntimeError(f"{name}: {count} workers did not start")
         time.sleep(0.1)
-    return found
 
 
 def _vmrss_kb(pid: int) -> int:
@@ -712,7 +720,8 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--connections", type=int, default=64, help="pixel connections")
     parser.add_argument("--batch-connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1,
-                        help="the batch collector's processes (TRACKLANE_WORKERS)")
+                        help="collector processes of the batch phase's collector and of "
+                        "the freshness phase's up (TRACKLANE_WORKERS)")
     parser.add_argument("--pipeline", type=int, default=1,
                         help="pixel requests in flight per connection")
     parser.add_argument("--sink-events", type=int, help="events for the sink (300000; quick "

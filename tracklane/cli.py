@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -26,6 +27,9 @@ T = TypeVar("T")
 
 # Allocations between young-generation collections (CPython's default is 700).
 _GC_THRESHOLD = 50_000
+# `up`'s default collector workers: one per core, up to this many (each is a process of
+# its own, and one owner process inserts what all of them take).
+_UP_MAX_WORKERS = 8
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
@@ -53,13 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tracklane", description="Real-time event tracking.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="run everything in one process on the embedded default")
+    up = sub.add_parser("up", help="run the whole pipeline on the embedded default")
     up.add_argument("--host", help="HTTP host (default 127.0.0.1)")
     up.add_argument("--port", type=int, help="HTTP port (default 8080)")
     up.add_argument("--data-dir", type=Path, help="where chDB data and the projects file live")
     up.add_argument("--alerts-file", type=Path, help="alert rules file (YAML)")
     up.add_argument("--workers", type=int,
-                    help="collector processes sharing the port, one per core (default 1)")
+                    help="collector processes sharing the port (default: one per core, "
+                    f"at most {_UP_MAX_WORKERS}; 1: everything in one process)")
 
     collector = sub.add_parser("collector", help="run the HTTP collector against Kafka")
     collector.add_argument("--host")
@@ -97,7 +102,17 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
-    return Settings(**_overrides(args))
+    settings = Settings(**_overrides(args))
+    if args.command == "up" and "workers" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"workers": min(_cores(), _UP_MAX_WORKERS)})
+    return settings
+
+
+def _cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
