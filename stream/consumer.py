@@ -241,11 +241,14 @@ class StreamService:
                 self._prefetched[partition] = (list(records), decoded[partition])
             else:
                 before[0].extend(records)  # this round's own list (see the first chunk)
-                self._prefetched[partition] = (before[0], before[1].then(decoded[partition]))
+                self._prefetched[partition] = (before[0], decoded[partition])
         return sum(len(records) for records in chunk.values())
 
     def _decode_all(self, batches: dict[int, list[SourceRecord]]) -> dict[int, DecodedBatch]:
-        return {p: self._sink.decode(p, records) for p, records in batches.items()}
+        """Each partition's records decoded onto the round's batch so far (extended)."""
+        return {p: self._sink.decode(p, records, after=(self._prefetched[p][1]
+                                                        if p in self._prefetched else None))
+                for p, records in batches.items()}
 
     async def _seek(self, partition: int, offset: int | None) -> None:
         """Move the fetch position (None: the log's start) and forget what was prefetched
@@ -347,15 +350,20 @@ class StreamService:
                 "partition": partition, "start": intent.start_offset, "end": intent.end_offset,
             })
             await self._write(tp, state, records, replay=intent)
+            if self._config.log_starts_empty:
+                # The same records at the same offsets, but a new log all the same: what
+                # precedes them may be another journal's, never stored.
+                await self._read_from_start(partition, state)
+                return
             await self._seek(partition, intent.end_offset + 1)
         else:
             # Expected after `tracklane up` restarts: its in-memory broker starts empty.
             state.epoch += 1  # a new log: its batches are not the old one's
             await self._seek(partition, None)
             state.next_offset = None
-            # The batch may have landed in some tables and not others. `up`'s journal
-            # replays the old log, in order, from before it: finish it from there, with
-            # its own token. The records before it in the new log were all stored.
+            # The batch may have landed in some tables and not others. `up`'s journals
+            # replay the old log from before it: finish it from there, with its own
+            # token, then read the new log from its start.
             again = await self._find_batch(tp, intent)
             if again:
                 log.warning("the log was reset; replaying the interrupted batch from the "
@@ -363,7 +371,7 @@ class StreamService:
                                               "old": [intent.start_offset, intent.end_offset],
                                               "new": [again[0].offset, again[-1].offset]})
                 await self._write(tp, state, again, replay=intent)
-                await self._seek(partition, again[-1].offset + 1)
+                await self._read_from_start(partition, state)
                 return
             log.warning(
                 "the log no longer holds the stored batch; reading it from the start",
@@ -371,6 +379,15 @@ class StreamService:
                        "end": intent.end_offset},
             )
             await self._seek(partition, None)
+
+    async def _read_from_start(self, partition: int, state: _PartitionState) -> None:
+        """Go on from the log's first record, as a new epoch. With several journals (`up
+        --workers`) a new log interleaves them, so any record may be one never stored;
+        those stored already are dropped by message id. Nothing is reported inserted
+        until read again (a journal must not forget what precedes the batch)."""
+        state.next_offset = None
+        state.epoch += 1
+        await self._seek(partition, None)
 
     async def _find_batch(self, tp: TopicPartition,
                           intent: queries.BatchIntent) -> list[SourceRecord]:

@@ -128,7 +128,7 @@ class HttpServer:
 
     def __init__(self, app: FastAPI, host: str, port: int, graceful_s: float = 10.0,
                  header_timeout_s: float = 10.0, reuse_port: bool = False,
-                 uds: Path | None = None) -> None:
+                 uds: Path | None = None, sock: socket.socket | None = None) -> None:
         self._server = _Server(uvicorn.Config(
             app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
             # uvicorn would believe X-Forwarded-* from loopback; the collector decides
@@ -142,13 +142,16 @@ class HttpServer:
         self._port = port
         # Collector workers share the port; the kernel spreads connections over them.
         self._reuse_port = reuse_port
-        # Instead of the port: a Unix socket only this user may open (the owner in `up`).
+        # Instead of the port: a Unix socket only this user may open (the owner in `up`),
+        # or a socket bound already.
         self._uds = uds
+        self._sock = sock
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         # Bind here rather than in uvicorn, which answers a taken port with SystemExit.
-        sock = (_unix_socket(self._uds) if self._uds is not None
+        sock = (self._sock if self._sock is not None
+                else _unix_socket(self._uds) if self._uds is not None
                 else bound_socket(self._host, self._port, self._reuse_port))
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
@@ -470,10 +473,10 @@ async def run_up(settings: Settings, overrides: Mapping[str, object] | None = No
     # Validate the rules before starting anything, so a bad file fails fast.
     alerts_config = load_alerts(settings, projects)
     split = settings.workers > 1
-    # The workers' port, reserved first so that a taken one fails before anything starts.
-    reserved = bound_socket(settings.host, settings.port, reuse_port=True) if split else None
-    if reserved is not None:
-        settings = settings.model_copy(update={"port": reserved.getsockname()[1]})
+    # The port, bound first so that a taken one fails before anything starts (then served
+    # by this process, or reserved for the workers).
+    reserved = bound_socket(settings.host, settings.port, reuse_port=split)
+    settings = settings.model_copy(update={"port": reserved.getsockname()[1]})
     # Short, and private (0700): the workers' metrics, readiness, and this process's socket.
     run_dir = Path(tempfile.mkdtemp(prefix="tracklane-up-")) if split else None
     broker = TansuBroker(settings.data_dir / "tansu.log")
@@ -499,7 +502,8 @@ async def run_up(settings: Settings, overrides: Mapping[str, object] | None = No
     background: set[asyncio.Task[None]] = set()
     try:
         client = open_store(settings)
-        service = StreamService(kafka, _sink_config(settings, assign_all=True), client, metrics)
+        service = StreamService(kafka, replace(_sink_config(settings, assign_all=True),
+                                               log_starts_empty=True), client, metrics)
         inserted = service.inserted_offsets if journal else None
         if run_dir is None:
             delivery = _delivery(settings, kafka, metrics, inserted)
@@ -520,7 +524,8 @@ async def run_up(settings: Settings, overrides: Mapping[str, object] | None = No
             app.include_router(owner_router(service.inserted_offsets, store_writer(client)))
         http = HttpServer(app, settings.host, settings.port, settings.shutdown_timeout_s / 2,
                           settings.read_timeout_s,
-                          uds=run_dir / "owner.sock" if run_dir is not None else None)
+                          uds=run_dir / "owner.sock" if run_dir is not None else None,
+                          sock=reserved if run_dir is None else None)
         await http.start()
         await ingest_log.start()
         identities = IdentityMapReloader(client, settings.identity_reload_s)
@@ -583,8 +588,7 @@ async def run_up(settings: Settings, overrides: Mapping[str, object] | None = No
         broker.stop()
         if client is not None:
             client.close()
-        if reserved is not None:
-            reserved.close()
+        reserved.close()
         if run_dir is not None:
             shutil.rmtree(run_dir, ignore_errors=True)
     print("Tracklane stopped.", file=sys.stderr, flush=True)

@@ -81,6 +81,10 @@ class SinkConfig:
     fault: str
     # The install's secret: the erased ids are HMACs under it (store/erased_ids.py).
     erasure_key: bytes = b""
+    # The broker's log started empty with this process (`up`: Tansu keeps it in memory),
+    # and journals replay into it: after finishing an interrupted batch, read it from the
+    # start (see StreamService._recover).
+    log_starts_empty: bool = False
 
 
 class Settings(BaseSettings):

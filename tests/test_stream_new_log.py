@@ -1,0 +1,111 @@
+"""The sink after `tracklane up` restarts: its broker's log is new, and journals replay into
+it in whatever order they get there. Every record ends up stored once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from collector.producer import ensure_topic
+from store.client import create_client, scalar
+from stream.consumer import StreamService
+from tests.pipeline import poll
+from tests.stream_process import StreamProcess, store_counts
+from tracklane.broker import TansuBroker
+from tracklane.contract import (
+    RequestFacts,
+    TimeLimits,
+    UserAgentInfo,
+    envelope_fields,
+    envelope_record,
+    parse_message,
+)
+from tracklane.metrics import Metrics
+from tracklane.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+ROUND = 20
+
+
+def _records(tag: str) -> list[tuple[bytes, bytes]]:
+    facts = RequestFacts("demo", datetime.now(UTC), "203.0.113.0", UserAgentInfo())
+    return [envelope_record(envelope_fields(parse_message(
+        {"type": "track", "event": "replayed", "messageId": f"{tag}-{i}", "anonymousId": "a"},
+        None), facts, TimeLimits())) for i in range(ROUND)]
+
+
+async def _send(broker: TansuBroker, topic: str, *runs: list[tuple[bytes, bytes]]) -> None:
+    """Each run in order, one acknowledged send after the other."""
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for run in runs:
+            await asyncio.gather(*[await producer.send(topic, value, key=key)
+                                   for key, value in run])
+    finally:
+        await producer.stop()
+
+
+async def test_records_ahead_of_an_interrupted_batch_in_a_new_log_are_stored(
+        tmp_path: Path) -> None:
+    """The old log held X (stored) then Y, whose intent was written before a crash cut its
+    insert. Another journal held Z, never forwarded. The new log holds Z then Y: Y at the
+    very offsets it had, so it looks like the old log. Z must be stored all the same."""
+    x, y, z = _records("x"), _records("y"), _records("z")
+    settings = Settings(topic="journals", topic_partitions=1, batch_max_records=ROUND,
+                        data_dir=tmp_path, consumer_group="sink")
+    store_dir = tmp_path / "chdb"
+    old = TansuBroker()
+    old.start()
+    try:
+        kafka = replace(settings.kafka(), bootstrap_servers=old.bootstrap_servers)
+        await ensure_topic(kafka)
+        await _send(old, settings.topic, x, y)
+        env = {**os.environ, "TRACKLANE_KAFKA_BOOTSTRAP": old.bootstrap_servers,
+               "TRACKLANE_TOPIC": settings.topic, "TRACKLANE_TOPIC_PARTITIONS": "1",
+               "TRACKLANE_CONSUMER_GROUP": settings.consumer_group,
+               "TRACKLANE_DATA_DIR": str(tmp_path),
+               "TRACKLANE_STORE_DSN": f"chdb://{store_dir}",
+               "TRACKLANE_BATCH_MAX_RECORDS": str(ROUND)}
+        crashed = StreamProcess(env, tmp_path / "stream.log", "after_intent:2")
+        assert await crashed.wait_exit(90) == -signal.SIGKILL
+    finally:
+        old.stop()
+    assert store_counts(store_dir)["raw"] == ROUND  # X only
+
+    new = TansuBroker()
+    new.start()
+    client = create_client(f"chdb://{store_dir}")
+    try:
+        kafka = replace(settings.kafka(), bootstrap_servers=new.bootstrap_servers)
+        await ensure_topic(kafka)
+        await _send(new, settings.topic, z, y)
+        sink = StreamService(kafka, replace(settings.sink(assign_all=True),
+                                            log_starts_empty=True), client, Metrics())
+        await sink.start()
+        task = asyncio.create_task(sink.run())
+        try:
+            async def caught_up() -> bool:
+                offsets = sink.inserted_offsets()
+                return offsets.get(0) == 2 * ROUND
+            await poll(caught_up, 60, "the sink did not read the new log to its end")
+        finally:
+            sink.stop()
+            await task
+            await sink.close()
+        assert scalar(client, "SELECT count() FROM events") == 3 * ROUND
+    finally:
+        client.close()
+        new.stop()
+    counts = store_counts(store_dir)
+    assert counts["raw"] == counts["rollup_sum"] == counts["id_rows"] == 3 * ROUND
+    assert sorted(counts["message_ids"]) == sorted(
+        f"{tag}-{i}" for tag in "xyz" for i in range(ROUND))
