@@ -22,7 +22,6 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
-from starlette.types import ASGIApp
 
 from collector import openapi
 from collector.alerts_api import alerts_router
@@ -51,6 +50,7 @@ from collector.traffic import (
     is_browser_request,
     message_source,
 )
+from collector.upstream import Upstream
 from collector.users_api import users_router
 from tracklane.clock import Clock, utc_now
 from tracklane.contract import (
@@ -81,7 +81,7 @@ class CollectorDeps:
     ingest_log: IngestLog | None = None  # per-minute outcomes in ClickHouse, when there is one
     # A worker of `up --workers`: the process that owns the store answers the routes that
     # need it (collector/upstream.py).
-    upstream: ASGIApp | None = None
+    upstream: Upstream | None = None
     # Salt for the cookieless anonymous id of pixel hits that carry none.
     pixel_salt: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
@@ -206,7 +206,8 @@ def create_app(deps: CollectorDeps) -> FastAPI:
     @app.get("/readyz", responses=openapi.READY_RESPONSES)
     async def readyz() -> JSONResponse:
         kafka = await deps.delivery.kafka_reachable()
-        store = await _store_ok(deps.store)
+        store = (await deps.upstream.store_ready() if deps.upstream is not None
+                 else await _store_ok(deps.store))
         spool = deps.delivery.spool
         # With Kafka away, events are still accepted while the spool has room.
         accepting = kafka or (spool is not None and spool.has_room)

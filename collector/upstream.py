@@ -108,6 +108,14 @@ class Upstream:
                 log.debug("owner not answering", extra={"error": repr(exc)})
             await asyncio.sleep(self._config.poll_s)
 
+    async def store_ready(self) -> bool:
+        """Whether the owner answers and its store does (its ``/readyz``)."""
+        try:
+            answer = await self._client.get("/readyz", timeout=2.0)
+            return bool(answer.json().get("store") is True)
+        except (httpx.HTTPError, ValueError):
+            return False
+
     def write_counts(self, rows: Sequence[CountRow]) -> None:
         """An ``IngestLog`` writer: the rows go to the owner, which inserts them."""
         body = orjson.dumps([[row[0].isoformat(), *row[1:]] for row in rows])

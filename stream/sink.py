@@ -67,15 +67,6 @@ class DecodedBatch:
     undecodable: int
     idents: set[tuple[str, str]]
 
-    def then(self, later: DecodedBatch) -> DecodedBatch:
-        """This batch followed by the records decoded in ``later``. Extends this batch's
-        own list and set (a round grows chunk by chunk; copying them each time would
-        cost the round's size for every chunk)."""
-        self.envelopes.extend((env, row) for env, row in later.envelopes
-                              if (env.project_id, env.message_id) not in self.idents)
-        self.idents.update(later.idents)
-        return replace(self, undecodable=self.undecodable + later.undecodable)
-
     def for_token(self, token: str) -> DecodedBatch:
         """The same rows, made for ``token``: a batch is decoded before it is complete,
         and its token names all of its records."""
@@ -240,13 +231,16 @@ class EventSink:
         last = max((env.received_at for env, _ in envelopes), default=None)
         return BatchResult(len(fresh) - landed, duplicates, undecodable, last)
 
-    def decode(self, partition: int, records: Sequence[SourceRecord],
-               token: str = "") -> DecodedBatch:
+    def decode(self, partition: int, records: Sequence[SourceRecord], token: str = "",
+               after: DecodedBatch | None = None) -> DecodedBatch:
         """Step 1 without the erasures, rows included: work on the records alone, which the
-        consumer does for its next batch while ClickHouse inserts the current one."""
-        seen: set[tuple[str, str]] = set()
-        out: list[tuple[Envelope, list[Any]]] = []
-        bad = 0
+        consumer does for its next batch while ClickHouse inserts the current one.
+        ``after``: the batch these records continue, whose list and set grow in place (a
+        round grows chunk by chunk; copying them, or a second pass, would cost the round's
+        size for every chunk)."""
+        seen: set[tuple[str, str]] = after.idents if after is not None else set()
+        out: list[tuple[Envelope, list[Any]]] = after.envelopes if after is not None else []
+        bad = after.undecodable if after is not None else 0
         for record in records:
             try:
                 env = Envelope.from_kafka_value(record.value or b"")
@@ -263,4 +257,4 @@ class EventSink:
                 continue
             seen.add(ident)
             out.append((env, envelope_to_row(env, partition, record.offset, token)))
-        return DecodedBatch(token, out, bad, seen)
+        return DecodedBatch(after.token if after is not None else token, out, bad, seen)

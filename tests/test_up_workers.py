@@ -64,6 +64,9 @@ def test_workers_take_the_events_and_the_owner_answers_the_rest(tmp_path: Path) 
             unauthorized = http.get("/v1/alerts", headers={"Authorization": "Bearer rk_nope"})
             assert unauthorized.status_code == 401
             assert unauthorized.json()["error"] == "invalid_read_key", unauthorized.text
+            ready = http.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["kafka"] is True and ready.json()["store"] is True, ready.text
             # One exposition: the workers' counts summed, the owner's sink beside them.
             scrape = http.get("/metrics").text
         types = [line for line in scrape.splitlines() if line.startswith("# TYPE ")]
