@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,9 +16,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from collector.producer import ensure_topic
-from store.client import create_client, scalar
-from stream.consumer import StreamService
-from tests.pipeline import poll
 from tests.stream_process import StreamProcess, store_counts
 from tracklane.broker import TansuBroker
 from tracklane.contract import (
@@ -27,7 +26,6 @@ from tracklane.contract import (
     envelope_record,
     parse_message,
 )
-from tracklane.metrics import Metrics
 from tracklane.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -83,27 +81,16 @@ async def test_records_ahead_of_an_interrupted_batch_in_a_new_log_are_stored(
 
     new = TansuBroker()
     new.start()
-    client = create_client(f"chdb://{store_dir}")
     try:
         kafka = replace(settings.kafka(), bootstrap_servers=new.bootstrap_servers)
         await ensure_topic(kafka)
         await _send(new, settings.topic, z, y)
-        sink = StreamService(kafka, replace(settings.sink(assign_all=True),
-                                            log_starts_empty=True), client, Metrics())
-        await sink.start()
-        task = asyncio.create_task(sink.run())
-        try:
-            async def caught_up() -> bool:
-                offsets = sink.inserted_offsets()
-                return offsets.get(0) == 2 * ROUND
-            await poll(caught_up, 60, "the sink did not read the new log to its end")
-        finally:
-            sink.stop()
-            await task
-            await sink.close()
-        assert scalar(client, "SELECT count() FROM events") == 3 * ROUND
+        # `up`'s sink, reading the new log to its end.
+        await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "tests.new_log_sink", str(2 * ROUND)],
+            env={**env, "TRACKLANE_KAFKA_BOOTSTRAP": new.bootstrap_servers}, check=True,
+            timeout=120)
     finally:
-        client.close()
         new.stop()
     counts = store_counts(store_dir)
     assert counts["raw"] == counts["rollup_sum"] == counts["id_rows"] == 3 * ROUND
