@@ -400,7 +400,7 @@ class _Ingest:
                 records.append(self._record(raw, single, project, received_at, route,
                                             browser, request_ip, request_ua))
             except ContractError as exc:
-                code = "event_too_large" if str(exc).startswith("event: over") else "invalid_event"
+                code = exc.code
                 metrics.rejected.labels(code).inc()
                 if deps.ingest_log is not None:
                     deps.ingest_log.rejected(project.id, route, code)
@@ -453,7 +453,8 @@ class _Ingest:
         except orjson.JSONEncodeError:  # orjson writes at most 255 levels of nesting
             raise ContractError("event: nested too deeply") from None
         if size > limit:
-            raise ContractError(f"event: over the {limit // 1024} KB event limit")
+            raise ContractError(f"event: over the {limit // 1024} KB event limit",
+                                "event_too_large")
         msg = parse_message(raw, default_type=single)
         if single is not None and msg.type != single:
             raise ContractError(f"type: this route takes {single!r} messages")

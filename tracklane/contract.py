@@ -58,7 +58,12 @@ MAX_REVENUE = Decimal("99999999999999.9999")
 
 
 class ContractError(ValueError):
-    """An event breaks the contract; the message says which field and why."""
+    """An event breaks the contract; the message says which field and why, ``code`` what
+    the client is told (``invalid_event``, or ``event_too_large``)."""
+
+    def __init__(self, message: str, code: str = "invalid_event") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _id(value: str | int | None) -> str | None:
