@@ -201,59 +201,76 @@ async def run_alerts(settings: Settings) -> None:
 
 async def run_collector(settings: Settings, worker: int | None = None) -> None:
     """The collector alone, against a real Kafka (and a store, if configured, for reads);
-    ``worker``: one of ``run_collector_workers``'s or ``run_up``'s processes."""
+    ``worker``: one of ``run_collector_workers``'s or ``run_up``'s processes.
+
+    Each part's stop is stacked as it starts, so that a failure at any start (a taken
+    port, a spool that cannot be opened) stops what had started, in reverse order; the
+    same order stops a running collector: stop accepting and finish the requests in
+    flight, write the ingest counts, then flush the producer (the spool keeps what Kafka
+    has not taken, for the next start)."""
     stop = _stop_event()
     projects = load_projects(settings.resolved_projects_file())
     multiproc = os.environ.get(MULTIPROC_ENV) if worker is not None else None
     metrics = Metrics(multiprocess_dir=Path(multiproc) if multiproc else None)
-    upstream = (Upstream(UpstreamConfig(settings.upstream_socket, settings.max_body_bytes))
-                if settings.upstream_socket is not None else None)
-    store = open_store(settings) if settings.store_dsn and upstream is None else None
-    # A worker of `up` journals what it accepts until the owner's sink has inserted it.
-    journal = upstream is not None and settings.journal
-    delivery = _delivery(settings, settings.kafka(), metrics,
-                         upstream.inserted if upstream is not None and journal else None)
-    if upstream is not None:
-        await upstream.start()
-    await delivery.start(stop)
-    ingest_log = (IngestLog(store_writer(store), utc_now) if store is not None
-                  else IngestLog(upstream.write_counts, utc_now) if upstream is not None
-                  else None)
-    identities = (IdentityMapReloader(store, settings.identity_reload_s)
-                  if store is not None else None)
-    deps = CollectorDeps(_collector_config(settings), projects, delivery, metrics, store,
-                         sdk_dir=settings.sdk_dir, ingest_log=ingest_log, upstream=upstream)
-    http = HttpServer(create_app(deps), settings.host, settings.port,
-                      settings.shutdown_timeout_s / 2, settings.read_timeout_s,
-                      reuse_port=worker is not None)
-    await http.start()
-    if ingest_log is not None:
-        await ingest_log.start()
-    if identities is not None:
-        await identities.start()
-    helpers = [] if worker is None else [_refresh_metrics(metrics, stop)]
-    log.info("collector listening", extra={"url": f"http://{settings.host}:{settings.port}",
-                                           "worker": worker})
-    if settings.ready_file is not None:
-        settings.ready_file.touch()
-    await stop.wait()
-    async with _deadline(settings.shutdown_timeout_s, "collector"):
-        # Stop accepting and finish in-flight requests, then flush the producer (the spool
-        # keeps what Kafka has not taken, for the next start).
-        await http.stop()
-        if ingest_log is not None:
-            await ingest_log.stop()
-        if identities is not None:
-            await identities.stop()
-        if journal and await delivery.drain(settings.shutdown_timeout_s / 4):
-            # Forget what the sink inserts meanwhile; the rest is replayed at the next start.
-            await delivery.settle(settings.shutdown_timeout_s / 4)
-        await delivery.stop()
-        await asyncio.gather(*helpers)
+    stack = contextlib.AsyncExitStack()
+    try:
+        upstream = (Upstream(UpstreamConfig(settings.upstream_socket, settings.max_body_bytes))
+                    if settings.upstream_socket is not None else None)
+        store = open_store(settings) if settings.store_dsn and upstream is None else None
+        if store is not None:
+            stack.callback(store.close)
+        # A worker of `up` journals what it accepts until the owner's sink has inserted it.
+        journal = upstream is not None and settings.journal
+        delivery = _delivery(settings, settings.kafka(), metrics,
+                             upstream.inserted if upstream is not None and journal else None)
         if upstream is not None:
-            await upstream.stop()
-    if store is not None:
-        store.close()
+            await upstream.start()
+            stack.push_async_callback(upstream.stop)
+        stack.push_async_callback(delivery.stop)
+        await delivery.start(stop)
+        if journal:
+            stack.push_async_callback(_settle, delivery, settings.shutdown_timeout_s / 4, stop)
+        ingest_log = (IngestLog(store_writer(store), utc_now) if store is not None
+                      else IngestLog(upstream.write_counts, utc_now) if upstream is not None
+                      else None)
+        identities = (IdentityMapReloader(store, settings.identity_reload_s)
+                      if store is not None else None)
+        for part in (identities, ingest_log):
+            if part is not None:
+                stack.push_async_callback(part.stop)
+        deps = CollectorDeps(_collector_config(settings), projects, delivery, metrics, store,
+                             sdk_dir=settings.sdk_dir, ingest_log=ingest_log, upstream=upstream)
+        http = HttpServer(create_app(deps), settings.host, settings.port,
+                          settings.shutdown_timeout_s / 2, settings.read_timeout_s,
+                          reuse_port=worker is not None)
+        await http.start()
+        stack.push_async_callback(http.stop)
+        for part in (ingest_log, identities):
+            if part is not None:
+                await part.start()
+        if worker is not None:
+            helper = _refresh_metrics(metrics, stop)
+            stack.push_async_callback(_finish, helper, stop)
+        log.info("collector listening", extra={
+            "url": f"http://{settings.host}:{settings.port}", "worker": worker})
+        if settings.ready_file is not None:
+            settings.ready_file.touch()
+        await stop.wait()
+    finally:
+        async with _deadline(settings.shutdown_timeout_s, "collector"):
+            await stack.aclose()
+
+
+async def _settle(delivery: Delivery, timeout_s: float, stop: asyncio.Event) -> None:
+    """A stopping worker of `up`: forward its journal, and let it forget what the sink
+    inserts meanwhile (the rest is replayed at the next start). Not after a failed start."""
+    if stop.is_set() and await delivery.drain(timeout_s):
+        await delivery.settle(timeout_s)
+
+
+async def _finish(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    stop.set()
+    await task
 
 
 def _refresh_metrics(metrics: Metrics, stop: asyncio.Event) -> asyncio.Task[None]:
