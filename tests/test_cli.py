@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from store.migrate import available_migrations
+from tracklane.broker import free_port
 
 
 def tracklane(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -57,3 +59,22 @@ def test_up_on_a_taken_port_says_so_and_starts_nothing(tmp_path: Path, workers: 
     # Found before the broker (or anything else) was started.
     assert not (tmp_path / "data" / "tansu.log").exists()
     assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_up_whose_workers_cannot_start_stops_everything_it_started(tmp_path: Path) -> None:
+    # A file where the journals' directory should be: every worker fails to open its own.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "spool").write_text("not a directory")
+    port = free_port()
+    result = tracklane("up", "--port", str(port), "--data-dir", "data", "--workers", "2",
+                       cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "tracklane: collector worker" in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    # The broker had started, and was stopped again: nothing listens on its port any more.
+    broker_log = (tmp_path / "data" / "tansu.log").read_text()
+    match = re.search(r"listening on: tcp://127\.0\.0\.1:(\d+)", broker_log)
+    assert match, broker_log
+    for taken in (int(match.group(1)), port):
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", taken)) != 0

@@ -273,6 +273,29 @@ async def _finish(task: asyncio.Task[None], stop: asyncio.Event) -> None:
     await task
 
 
+async def _stop_alerts(alerts: AlertService, task: asyncio.Task[None]) -> None:
+    alerts.stop()
+    await task
+
+
+async def _stop_sink(service: StreamService, task: asyncio.Task[None], delivery: Delivery,
+                     timeout_s: float, orderly: asyncio.Event) -> None:
+    """Stop `up`'s sink. Once it ran (``orderly``), insert everything accepted first:
+    forward the journal to Kafka, insert all of it, and let the journal forget it;
+    whatever is left stays in the journal (or the spool) for the next start."""
+    if orderly.is_set():
+        await delivery.drain(timeout_s)
+    service.stop()
+    await task
+    if not orderly.is_set():
+        return
+    if await service.drain(timeout_s):
+        await delivery.trim()
+    else:
+        log.error("stopped before every accepted event was inserted; the journal keeps them "
+                  "for the next start")
+
+
 def _refresh_metrics(metrics: Metrics, stop: asyncio.Event) -> asyncio.Task[None]:
     async def refresh() -> None:
         while not stop.is_set():
@@ -490,50 +513,63 @@ async def run_up(settings: Settings, overrides: Mapping[str, object] | None = No
     # Validate the rules before starting anything, so a bad file fails fast.
     alerts_config = load_alerts(settings, projects)
     split = settings.workers > 1
-    # The port, bound first so that a taken one fails before anything starts (then served
-    # by this process, or reserved for the workers).
-    reserved = bound_socket(settings.host, settings.port, reuse_port=split)
-    settings = settings.model_copy(update={"port": reserved.getsockname()[1]})
-    # Short, and private (0700): the workers' metrics, readiness, and this process's socket.
-    run_dir = Path(tempfile.mkdtemp(prefix="tracklane-up-")) if split else None
-    broker = TansuBroker(settings.data_dir / "tansu.log")
-    broker.start()
-    # One process consumes the whole topic here, so partitions spread nothing: each would
-    # only add its own dedup lookup, intent and insert to every sink round (at 5,000
-    # events/s, four partitions made rounds, and so freshness, about three times slower).
-    partitions = (settings.topic_partitions if "topic_partitions" in settings.model_fields_set
-                  else 1)
-    kafka = replace(settings.kafka(), bootstrap_servers=broker.bootstrap_servers,
-                    partitions=partitions)
-    metrics = Metrics(workers_dir=run_dir)
-    journal = settings.journal and settings.spool_max_bytes > 0
-    if not journal:
-        log.warning("no journal: a crash loses the events the sink has not inserted yet",
-                    extra={"journal": settings.journal,
-                           "spool_max_bytes": settings.spool_max_bytes})
-    client: Client | None = None
-    delivery: Delivery | None = None
-    service: StreamService | None = None
-    alerts: AlertService | None = None
-    pool: WorkerPool | None = None
-    background: set[asyncio.Task[None]] = set()
+    # Each part's stop is stacked as it starts: a failed start stops what had started, and
+    # Ctrl-C stops everything in reverse order (see _stop_sink for what that means).
+    stack = contextlib.AsyncExitStack()
+    orderly = asyncio.Event()  # set once running: stopping then inserts what was accepted
     try:
+        # The port, bound first so that a taken one fails before anything starts (then
+        # served by this process, or reserved for the workers).
+        reserved = bound_socket(settings.host, settings.port, reuse_port=split)
+        stack.callback(reserved.close)
+        settings = settings.model_copy(update={"port": reserved.getsockname()[1]})
+        # Short, and private (0700): the workers' metrics and readiness, and this
+        # process's socket.
+        run_dir = Path(tempfile.mkdtemp(prefix="tracklane-up-")) if split else None
+        if run_dir is not None:
+            stack.callback(shutil.rmtree, run_dir, True)
+        broker = TansuBroker(settings.data_dir / "tansu.log")
+        stack.callback(broker.stop)
+        broker.start()
+        # One process consumes the whole topic here, so partitions spread nothing: each
+        # would only add its own dedup lookup, intent and insert to every sink round (at
+        # 5,000 events/s, four partitions made rounds, and so freshness, about three times
+        # slower).
+        partitions = (settings.topic_partitions
+                      if "topic_partitions" in settings.model_fields_set else 1)
+        kafka = replace(settings.kafka(), bootstrap_servers=broker.bootstrap_servers,
+                        partitions=partitions)
+        metrics = Metrics(workers_dir=run_dir)
+        journal = settings.journal and settings.spool_max_bytes > 0
+        if not journal:
+            log.warning("no journal: a crash loses the events the sink has not inserted yet",
+                        extra={"journal": settings.journal,
+                               "spool_max_bytes": settings.spool_max_bytes})
         client = open_store(settings)
+        stack.callback(client.close)
         service = StreamService(kafka, replace(_sink_config(settings, assign_all=True),
                                                log_starts_empty=True), client, metrics)
         inserted = service.inserted_offsets if journal else None
         if run_dir is None:
             delivery = _delivery(settings, kafka, metrics, inserted)
+            stack.push_async_callback(delivery.stop)
             await delivery.start(stop)
         else:
             # The workers take the events; this process takes none (never started, its
             # delivery refuses any that reached its socket with a 503).
             await ensure_topic(kafka)
             delivery = Delivery(settings.delivery(kafka), EventProducer(kafka), None, metrics)
+        stack.push_async_callback(service.close)
         await service.start()
-        background.add(asyncio.create_task(service.run()))
+        stream_task = asyncio.create_task(service.run())
+        stack.push_async_callback(_stop_sink, service, stream_task, delivery,
+                                  settings.shutdown_timeout_s / 2, orderly)
+        background = {stream_task}
         await _drain_orphan_spools(settings, kafka, stop, inserted)
         ingest_log = IngestLog(store_writer(client), utc_now)
+        identities = IdentityMapReloader(client, settings.identity_reload_s)
+        stack.push_async_callback(identities.stop)
+        stack.push_async_callback(ingest_log.stop)
         deps = CollectorDeps(_collector_config(settings), projects, delivery, metrics, client,
                              sdk_dir=settings.sdk_dir, ingest_log=ingest_log)
         app = create_app(deps)
@@ -544,8 +580,8 @@ async def run_up(settings: Settings, overrides: Mapping[str, object] | None = No
                           uds=run_dir / "owner.sock" if run_dir is not None else None,
                           sock=reserved if run_dir is None else None)
         await http.start()
+        stack.push_async_callback(http.stop)
         await ingest_log.start()
-        identities = IdentityMapReloader(client, settings.identity_reload_s)
         await identities.start()
         if run_dir is not None:
             pool = _worker_pool(settings, overrides or {}, settings.port, run_dir, {
@@ -555,57 +591,27 @@ async def run_up(settings: Settings, overrides: Mapping[str, object] | None = No
                 "TRACKLANE_JOURNAL": str(journal),
                 "TRACKLANE_DATA_DIR": str(settings.data_dir),
             }, death_signal="KILL")
+            # Workers stop first, each forwarding its journal while the sink still runs.
+            stack.push_async_callback(pool.stop)
             await pool.start()
-            background.add(asyncio.create_task(pool.run(stop)))
+            pool_task = asyncio.create_task(pool.run(stop))
+            stack.push_async_callback(_finish, pool_task, stop)
+            background.add(pool_task)
         if alerts_config is not None:
             alerts = AlertService(alerts_config, client, metrics.registry)
+            stack.push_async_callback(alerts.close)
             await alerts.start()
-            background.add(asyncio.create_task(alerts.run()))
+            alerts_task = asyncio.create_task(alerts.run())
+            stack.push_async_callback(_stop_alerts, alerts, alerts_task)
+            background.add(alerts_task)
         if projects.projects:
             print(_banner(settings, projects.projects[0], broker, settings.resolved_store_dsn(),
                           alerts_config, _journal_line(settings, journal)), flush=True)
         stop_wait = asyncio.create_task(stop.wait())
         await asyncio.wait({*background, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         stop_wait.cancel()
-        stop.set()
-        async with _deadline(settings.shutdown_timeout_s, "up"):
-            # Stop taking events first, then insert everything accepted: forward the
-            # journal to Kafka, insert all of it, and let the journal forget it. Whatever
-            # is left stays in the journal (or the spool) for the next start. Workers do
-            # their part of this themselves, while the sink still runs.
-            if pool is not None:
-                await pool.stop()
-            await http.stop()
-            await ingest_log.stop()
-            await identities.stop()
-            await delivery.drain(settings.shutdown_timeout_s / 2)
-            service.stop()
-            if alerts is not None:
-                alerts.stop()
-            await asyncio.gather(*background)
-            if await service.drain(settings.shutdown_timeout_s / 2):
-                await delivery.trim()
-            else:
-                log.error("stopped before every accepted event was inserted; the journal "
-                          "keeps them for the next start")
-            await delivery.stop()
+        orderly.set()
     finally:
-        if pool is not None:
-            await pool.stop()
-        # Left running only when starting failed half-way.
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
-        if alerts is not None:
-            await alerts.close()
-        if service is not None:
-            await service.close()
-        if delivery is not None:
-            await delivery.stop()
-        broker.stop()
-        if client is not None:
-            client.close()
-        reserved.close()
-        if run_dir is not None:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        async with _deadline(settings.shutdown_timeout_s, "up"):
+            await stack.aclose()
     print("Tracklane stopped.", file=sys.stderr, flush=True)
