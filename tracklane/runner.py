@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 import uvicorn
 from clickhouse_connect.driver.client import Client
@@ -85,6 +86,19 @@ async def _deadline(seconds: float, part: str) -> AsyncIterator[None]:
     except TimeoutError:
         log.error("shutdown deadline passed, exiting", extra={"part": part,
                                                               "deadline_s": seconds})
+
+
+@contextlib.asynccontextmanager
+async def _parts(shutdown_timeout_s: float, name: str) -> AsyncIterator[contextlib.AsyncExitStack]:
+    """A stack of the process's parts, each pushed with its stop as it starts: leaving it,
+    by a stop or by a failed start, stops whatever had started, in reverse order, within
+    the shutdown deadline."""
+    stack = contextlib.AsyncExitStack()
+    try:
+        yield stack
+    finally:
+        async with _deadline(shutdown_timeout_s, name):
+            await stack.aclose()
 
 
 def retention(settings: Settings) -> RetentionConfig:
@@ -188,15 +202,15 @@ async def run_alerts(settings: Settings) -> None:
     metrics = Metrics()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, settings.host, registry=metrics.registry)
-    client = open_store(settings)
-    service = AlertService(config, client, metrics.registry)
-    await service.start()
-    task = asyncio.create_task(service.run())
-    await stop.wait()
-    service.stop()
-    await task
-    await service.close()
-    client.close()
+    async with _parts(settings.shutdown_timeout_s, "alerts") as stack:
+        client = open_store(settings)
+        stack.callback(client.close)
+        service = AlertService(config, client, metrics.registry)
+        stack.push_async_callback(service.close)
+        await service.start()
+        task = asyncio.create_task(service.run())
+        stack.push_async_callback(_stop_running, service, task)
+        await stop.wait()
 
 
 async def run_collector(settings: Settings, worker: int | None = None) -> None:
@@ -212,8 +226,7 @@ async def run_collector(settings: Settings, worker: int | None = None) -> None:
     projects = load_projects(settings.resolved_projects_file())
     multiproc = os.environ.get(MULTIPROC_ENV) if worker is not None else None
     metrics = Metrics(multiprocess_dir=Path(multiproc) if multiproc else None)
-    stack = contextlib.AsyncExitStack()
-    try:
+    async with _parts(settings.shutdown_timeout_s, "collector") as stack:
         upstream = (Upstream(UpstreamConfig(settings.upstream_socket, settings.max_body_bytes))
                     if settings.upstream_socket is not None else None)
         store = open_store(settings) if settings.store_dsn and upstream is None else None
@@ -256,9 +269,6 @@ async def run_collector(settings: Settings, worker: int | None = None) -> None:
         if settings.ready_file is not None:
             settings.ready_file.touch()
         await stop.wait()
-    finally:
-        async with _deadline(settings.shutdown_timeout_s, "collector"):
-            await stack.aclose()
 
 
 async def _settle(delivery: Delivery, timeout_s: float, stop: asyncio.Event) -> None:
@@ -273,8 +283,14 @@ async def _finish(task: asyncio.Task[None], stop: asyncio.Event) -> None:
     await task
 
 
-async def _stop_alerts(alerts: AlertService, task: asyncio.Task[None]) -> None:
-    alerts.stop()
+class _Running(Protocol):
+    """A service whose ``run()`` task ends once ``stop()`` is called."""
+
+    def stop(self) -> None: ...
+
+
+async def _stop_running(service: _Running, task: asyncio.Task[None]) -> None:
+    service.stop()
     await task
 
 
@@ -414,20 +430,20 @@ async def run_stream(settings: Settings, assign_all: bool) -> None:
     metrics = Metrics()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, settings.host, registry=metrics.registry)
-    client = open_store(settings)
-    await ensure_topic(settings.kafka())
-    service = StreamService(settings.kafka(), _sink_config(settings, assign_all), client, metrics)
-    await service.start()
-    task = asyncio.create_task(service.run())
-    stop_wait = asyncio.create_task(stop.wait())
-    await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-    stop_wait.cancel()
-    async with _deadline(settings.shutdown_timeout_s, "stream"):
+    async with _parts(settings.shutdown_timeout_s, "stream") as stack:
+        client = open_store(settings)
+        stack.callback(client.close)
+        await ensure_topic(settings.kafka())
+        service = StreamService(settings.kafka(), _sink_config(settings, assign_all), client,
+                                metrics)
+        stack.push_async_callback(service.close)
+        await service.start()
+        task = asyncio.create_task(service.run())
         # The round in progress finishes and its offsets are stored with its rows.
-        service.stop()
-        await task
-        await service.close()
-    client.close()
+        stack.push_async_callback(_stop_running, service, task)
+        stop_wait = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
 
 
 def _alerts_line(settings: Settings, alerts: AlertsConfig | None) -> str:
@@ -515,9 +531,8 @@ async def run_up(settings: Settings, overrides: Mapping[str, object] | None = No
     split = settings.workers > 1
     # Each part's stop is stacked as it starts: a failed start stops what had started, and
     # Ctrl-C stops everything in reverse order (see _stop_sink for what that means).
-    stack = contextlib.AsyncExitStack()
     orderly = asyncio.Event()  # set once running: stopping then inserts what was accepted
-    try:
+    async with _parts(settings.shutdown_timeout_s, "up") as stack:
         # The port, bound first so that a taken one fails before anything starts (then
         # served by this process, or reserved for the workers).
         reserved = bound_socket(settings.host, settings.port, reuse_port=split)
@@ -602,7 +617,7 @@ async def run_up(settings: Settings, overrides: Mapping[str, object] | None = No
             stack.push_async_callback(alerts.close)
             await alerts.start()
             alerts_task = asyncio.create_task(alerts.run())
-            stack.push_async_callback(_stop_alerts, alerts, alerts_task)
+            stack.push_async_callback(_stop_running, alerts, alerts_task)
             background.add(alerts_task)
         if projects.projects:
             print(_banner(settings, projects.projects[0], broker, settings.resolved_store_dsn(),
@@ -611,7 +626,4 @@ async def run_up(settings: Settings, overrides: Mapping[str, object] | None = No
         await asyncio.wait({*background, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         stop_wait.cancel()
         orderly.set()
-    finally:
-        async with _deadline(settings.shutdown_timeout_s, "up"):
-            await stack.aclose()
     print("Tracklane stopped.", file=sys.stderr, flush=True)
