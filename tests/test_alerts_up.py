@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.receiver import Received, Receiver
 from tests.up_process import tracklane_up, wait_for
 from tracklane.broker import free_port
 from tracklane.projects import Project, write_default_projects
+
+pytestmark = [pytest.mark.e2e]
 
 SECRET = "s3cret"
 PER_MINUTE = 60  # add_to_cart per minute; 25% of them convert normally

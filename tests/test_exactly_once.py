@@ -20,7 +20,7 @@ from tests.pipeline import Pipeline, pipeline_settings, poll, running_pipeline
 from tests.stream_process import StreamProcess, store_counts
 from tracklane.broker import TansuBroker
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 TOTAL = 50_000
 BATCH = 500

@@ -16,6 +16,8 @@ import pytest
 from tests import sdk_js
 from tests.sdk_js import Site, up_site
 
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 LOCAL = "http://127.0.0.1:8080"
 

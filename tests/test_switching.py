@@ -24,6 +24,8 @@ from tests import sdk_js
 from tests.recorded import analytics_kotlin_upload
 from tests.sdk_js import Site, up_site
 
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 LOCAL = "http://127.0.0.1:8080"

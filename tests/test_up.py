@@ -26,6 +26,8 @@ from tests.up_process import (
 from tracklane.broker import free_port
 from tracklane.projects import load_projects
 
+pytestmark = [pytest.mark.e2e]
+
 EVENTS = 1000
 PIXELS = 100
 

@@ -9,10 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.up_process import children, metric, stats, stored_rows, tracklane_up, wait_for
 from tracklane.broker import free_port
 from tracklane.projects import load_projects
+
+pytestmark = [pytest.mark.e2e]
 
 PIXELS = 120
 BATCHES = 8
