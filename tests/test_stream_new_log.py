@@ -4,10 +4,12 @@ it in whatever order they get there. Every record ends up stored once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +54,20 @@ async def _send(broker: TansuBroker, topic: str, *runs: list[tuple[bytes, bytes]
         await producer.stop()
 
 
+@contextlib.asynccontextmanager
+async def _log_of(settings: Settings,
+                  *runs: list[tuple[bytes, bytes]]) -> AsyncIterator[TansuBroker]:
+    """A broker of its own (its log starts empty) whose topic holds ``runs``, in order."""
+    broker = TansuBroker()
+    broker.start()
+    try:
+        await ensure_topic(replace(settings.kafka(), bootstrap_servers=broker.bootstrap_servers))
+        await _send(broker, settings.topic, *runs)
+        yield broker
+    finally:
+        broker.stop()
+
+
 async def test_records_ahead_of_an_interrupted_batch_in_a_new_log_are_stored(
         tmp_path: Path) -> None:
     """The old log held X (stored) then Y, whose intent was written before a crash cut its
@@ -61,12 +77,7 @@ async def test_records_ahead_of_an_interrupted_batch_in_a_new_log_are_stored(
     settings = Settings(topic="journals", topic_partitions=1, batch_max_records=ROUND,
                         data_dir=tmp_path, consumer_group="sink")
     store_dir = tmp_path / "chdb"
-    old = TansuBroker()
-    old.start()
-    try:
-        kafka = replace(settings.kafka(), bootstrap_servers=old.bootstrap_servers)
-        await ensure_topic(kafka)
-        await _send(old, settings.topic, x, y)
+    async with _log_of(settings, x, y) as old:
         env = {**os.environ, "TRACKLANE_KAFKA_BOOTSTRAP": old.bootstrap_servers,
                "TRACKLANE_TOPIC": settings.topic, "TRACKLANE_TOPIC_PARTITIONS": "1",
                "TRACKLANE_CONSUMER_GROUP": settings.consumer_group,
@@ -75,23 +86,14 @@ async def test_records_ahead_of_an_interrupted_batch_in_a_new_log_are_stored(
                "TRACKLANE_BATCH_MAX_RECORDS": str(ROUND)}
         crashed = StreamProcess(env, tmp_path / "stream.log", "after_intent:2")
         assert await crashed.wait_exit(90) == -signal.SIGKILL
-    finally:
-        old.stop()
     assert store_counts(store_dir)["raw"] == ROUND  # X only
 
-    new = TansuBroker()
-    new.start()
-    try:
-        kafka = replace(settings.kafka(), bootstrap_servers=new.bootstrap_servers)
-        await ensure_topic(kafka)
-        await _send(new, settings.topic, z, y)
+    async with _log_of(settings, z, y) as new:
         # `up`'s sink, reading the new log to its end.
         await asyncio.to_thread(
             subprocess.run, [sys.executable, "-m", "tests.new_log_sink", str(2 * ROUND)],
             env={**env, "TRACKLANE_KAFKA_BOOTSTRAP": new.bootstrap_servers}, check=True,
             timeout=120)
-    finally:
-        new.stop()
     counts = store_counts(store_dir)
     assert counts["raw"] == counts["rollup_sum"] == counts["id_rows"] == 3 * ROUND
     assert sorted(counts["message_ids"]) == sorted(
