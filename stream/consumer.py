@@ -101,6 +101,8 @@ class StreamService:
             group_instance_id=None if assign else self._config.instance_id,
             heartbeat_interval_ms=max(500, self._config.session_timeout_ms // 5),
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=self._config.fetch_max_wait_ms,
+            fetch_min_bytes=self._config.fetch_min_bytes,
         )
         await consumer.start()
         self._consumer = consumer

@@ -85,6 +85,10 @@ class SinkConfig:
     # and journals replay into it: after finishing an interrupted batch, read it from the
     # start (see StreamService._recover).
     log_starts_empty: bool = False
+    # How long a fetch may wait on the broker for how many bytes (aiokafka's defaults:
+    # 500 ms, 1 byte); see run_up for why `up` waits longer.
+    fetch_max_wait_ms: int = 500
+    fetch_min_bytes: int = 1
 
 
 class Settings(BaseSettings):
