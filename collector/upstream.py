@@ -2,7 +2,7 @@
 
 chDB opens its store in one process, so in ``up`` with workers one process (the owner)
 keeps Tansu, the sink, the store and the alerts, and serves its app on a Unix socket in
-the data directory that only its user can open. The workers serve the public port, send
+a private (0700) temporary directory. The workers serve the public port, send
 events to Kafka themselves, and reach the owner for the rest:
 
 * requests to the routes that read or change the store (stats, queries, alerts and
@@ -79,8 +79,10 @@ class Upstream:
         self._inserted: dict[int, int] = {}
         self._poller: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._poller = asyncio.create_task(self._poll())
+    async def start(self, poll: bool = True) -> None:
+        """``poll``: keep ``inserted()`` current (for a journal; without one, nothing reads it)."""
+        if poll:
+            self._poller = asyncio.create_task(self._poll())
 
     async def stop(self) -> None:
         if self._poller is not None:

@@ -237,7 +237,7 @@ async def run_collector(settings: Settings, worker: int | None = None) -> None:
         delivery = _delivery(settings, settings.kafka(), metrics,
                              upstream.inserted if upstream is not None and journal else None)
         if upstream is not None:
-            await upstream.start()
+            await upstream.start(poll=journal)
             stack.push_async_callback(upstream.stop)
         stack.push_async_callback(delivery.stop)
         await delivery.start(stop)
