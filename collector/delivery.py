@@ -8,9 +8,15 @@ drops the second copy by message id.
 With a journal (``tracklane up``, whose broker keeps its log in memory), Kafka's
 acknowledgement is worth nothing after a crash. Every event is then accepted once it is
 fsynced in the spool, forwarded from there, and kept until the sink reports it inserted
-(the ``inserted`` callback: per partition, the next offset to insert); a restart
-replays the rest. Kafka and the journal are both logs in one order, so the offsets
-Kafka gave each forwarded batch say when all of it is in the store.
+(the ``inserted`` callback, a :class:`LogProgress`: per partition, the next offset to
+insert); a restart replays the rest. Kafka and the journal are both logs in one order, so
+the offsets Kafka gave each forwarded batch say when all of it is in the store.
+
+That broker's log is replaced by a new one (a new *generation*, a new topic) when it has
+grown, since it is all kept in memory: the progress names the generation to forward to,
+and the offsets are compared within the generation that gave them. ``log_report`` tells
+the owner which generation this journal forwards to and how far it got in the earlier
+ones, so that the old log is dropped only once all of it is inserted.
 
 A replay must not bring back a record older than the sink's dedup window: the sink could
 no longer tell whether it was stored already. Such records are set aside in the spool
@@ -26,18 +32,44 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from aiokafka.errors import KafkaError
 
-from collector.producer import BrokerUnavailable, EventProducer, ensure_topic
+from collector.producer import BrokerUnavailable, EventProducer, ensure_topic, generation_topic
 from collector.spool import Position, Record, Spool, SpoolFailed, SpoolFull
 from tracklane.metrics import Metrics
 from tracklane.settings import DeliveryConfig
 
 log = logging.getLogger(__name__)
 
-# Per partition, the next Kafka offset the sink will insert: everything before is stored.
-Inserted = Callable[[], Mapping[int, int]]
+
+
+@dataclass(frozen=True)
+class LogProgress:
+    """What the sink has stored: per log generation, per partition, the next offset it will
+    insert (everything before is stored); and the generation to forward to now."""
+
+    generation: int
+    inserted: Mapping[int, Mapping[int, int]]
+
+    @classmethod
+    def single(cls, inserted: Mapping[int, int]) -> LogProgress:
+        """A log that is never replaced (generation 0)."""
+        return cls(0, {0: inserted})
+
+
+@dataclass(frozen=True)
+class LogReport:
+    """What a journal tells the owner: the generation it forwards to (None until it knows),
+    and per earlier generation, per partition, the last offset Kafka gave it there."""
+
+    generation: int | None
+    acked: Mapping[int, Mapping[int, int]] = field(default_factory=dict)
+
+
+# The sink's progress; None while it is not known yet (nothing is forwarded meanwhile).
+Inserted = Callable[[], LogProgress | None]
 
 
 class NotAccepted(RuntimeError):
@@ -63,9 +95,14 @@ class Delivery:
         if self._journal and inserted is None:
             raise ValueError("a journal needs the sink's inserted offsets")
         self._inserted = inserted
-        # Forwarded journal batches not yet known stored: where each ends, and the last
-        # offset Kafka gave it per partition.
-        self._unstored: deque[tuple[Position, dict[int, int]]] = deque()
+        # Forwarded journal batches not yet known stored: where each ends, the generation
+        # of the log it went to, and the last offset Kafka gave it per partition there.
+        self._unstored: deque[tuple[Position, int, dict[int, int]]] = deque()
+        # The generation forwarded to (None: not known yet), and per generation the last
+        # offset acknowledged per partition.
+        self._generation: int | None = None if self._journal else 0
+        self._acked: dict[int, dict[int, int]] = {}
+        self._reported: set[int] = set()
         self._last_trim = 0.0
         # The replayer and settle() both trim; one at a time keeps the checkpoint moving
         # forward only.
@@ -93,8 +130,9 @@ class Delivery:
         if self._spool is not None:
             self._spool.open()
             # Kafka being away must not keep the collector from taking events: the
-            # replayer goes on trying.
-            await self._connect_once(self._config.spool_after_s)
+            # replayer goes on trying (a journal, once it knows the log's generation).
+            if self._follow_generation():
+                await self._connect_once(self._config.spool_after_s)
             self._replayer = asyncio.create_task(self._replay())
             return
         while not await self._connect_once():
@@ -156,7 +194,7 @@ class Delivery:
         try:
             # A frozen broker accepts the TCP connection and never answers: bound the wait.
             async with asyncio.timeout(timeout_s or 2 * kafka.produce_timeout_s):
-                await ensure_topic(kafka)
+                await ensure_topic(replace(kafka, topic=self._producer.topic))
                 await self._producer.start()
             return True
         except (KafkaError, TimeoutError, OSError) as exc:
@@ -165,6 +203,32 @@ class Delivery:
                                                       "error": repr(exc)})
             return False
 
+    def log_report(self) -> LogReport:
+        return LogReport(self._generation, {
+            generation: dict(offsets) for generation, offsets in self._acked.items()
+            if self._generation is not None and generation < self._generation})
+
+    def _follow_generation(self) -> bool:
+        """Forward to the generation the sink's progress names (between two sends only);
+        False while it is not known."""
+        if not self._journal:
+            return True
+        assert self._inserted is not None
+        progress = self._inserted()
+        if progress is None:
+            return False
+        if progress.generation != self._generation:
+            if self._generation is not None:
+                log.info("journal: forwarding to a new log", extra={
+                    "generation": progress.generation, "previous": self._generation})
+            self._generation = progress.generation
+            self._producer.follow(generation_topic(self._config.kafka.topic,
+                                                   progress.generation))
+            # The owner needs the last one's ends until it has moved on.
+            for old in [g for g in self._acked if g < progress.generation - 1]:
+                del self._acked[old]
+        return True
+
     async def _replay(self) -> None:
         spool = self._spool
         assert spool is not None
@@ -172,6 +236,10 @@ class Delivery:
         while not self._stopping.is_set():
             if self._journal and time.monotonic() - self._last_trim >= self._config.trim_every_s:
                 await self.trim()
+            if not self._follow_generation():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 0.05)
+                continue
             if spool.backlog == 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -199,7 +267,11 @@ class Delivery:
                 continue
             backoff = 0.2
             if self._journal:
-                self._unstored.append((batch.end, offsets))
+                generation = self._generation or 0
+                self._unstored.append((batch.end, generation, offsets))
+                acked = self._acked.setdefault(generation, {})
+                for partition, offset in offsets.items():
+                    acked[partition] = max(acked.get(partition, -1), offset)
             await spool.commit(batch)
             self._aside.clear()
             self._metrics.produced.inc(len(records))
@@ -233,11 +305,23 @@ class Delivery:
         if spool is None or self._inserted is None:
             return
         async with self._trimming:
-            stored = self._inserted()
+            progress = self._inserted()
             end: Position | None = None
-            while self._unstored and all(stored.get(partition, 0) > offset
-                                         for partition, offset in self._unstored[0][1].items()):
-                end = self._unstored.popleft()[0]
+            while self._unstored and progress is not None:
+                position, generation, offsets = self._unstored[0]
+                stored = progress.inserted.get(generation, {})
+                if not all(stored.get(p, 0) > offset for p, offset in offsets.items()):
+                    ended = generation < max(progress.inserted, default=0)
+                    if ended and generation not in self._reported:
+                        # The owner moves on only once every journal's part of the old
+                        # log is inserted, so this is a bug; the journal keeps the events
+                        # for the next start.
+                        self._reported.add(generation)
+                        log.error("journal: forwarded events of an earlier log are not "
+                                  "inserted", extra={"generation": generation})
+                    break
+                self._unstored.popleft()
+                end = position
             if end is None:
                 return
             try:

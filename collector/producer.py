@@ -48,11 +48,18 @@ class _Shared:
                 waiter.done.set_exception(TimeoutError())
 
 
+def generation_topic(topic: str, generation: int) -> str:
+    """The topic of a generation of ``topic``'s log (see tracklane/log_roll.py)."""
+    return topic if generation == 0 else f"{topic}.{generation}"
+
+
 class EventProducer:
     """Sends envelopes with ``acks=all`` and waits for every acknowledgement."""
 
     def __init__(self, config: KafkaConfig) -> None:
         self._config = config
+        # Where records go; a journal moves it to each new generation of the log.
+        self._topic = config.topic
         self._producer: AIOKafkaProducer | None = None
         # Small requests' records waiting for this turn's shared send, and their waiters.
         self._pending = _Shared()
@@ -79,6 +86,17 @@ class EventProducer:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    def follow(self, topic: str) -> None:
+        """Send to ``topic`` from now on, and stop asking the broker about the last one:
+        Tansu creates a topic a metadata request names, so a deleted one would be back."""
+        self._topic = topic
+        if self._producer is not None:
+            self._producer.client.set_topics([topic])
 
     @property
     def started(self) -> bool:
@@ -163,7 +181,7 @@ class EventProducer:
         ``send`` chooses them
         (murmur2 of the key over the sorted partitions), so a spooled copy of an event
         lands where the first copy did."""
-        topic = self._config.topic
+        topic = self._topic
         partitions = sorted(await producer.partitions_for(topic))
         by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
         for key, value in records:
@@ -209,5 +227,16 @@ async def ensure_topic(config: KafkaConfig) -> None:
         # Some brokers answer a duplicate create with a generic error; a topic that
         # really cannot be created shows up at the first produce.
         log.info("topic create skipped", extra={"topic": config.topic, "error": repr(exc)})
+    finally:
+        await admin.close()
+
+
+async def delete_topic(config: KafkaConfig, topic: str) -> None:
+    """Delete ``topic`` (an old generation of `up`'s log; see tracklane/log_roll.py)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+        log.info("topic deleted", extra={"topic": topic})
     finally:
         await admin.close()

@@ -8,8 +8,8 @@ events to Kafka themselves, and reach the owner for the rest:
 * requests to the routes that read or change the store (stats, queries, alerts and
   silences, users, persons) and ``/metrics`` are forwarded to it unchanged, and its answer
   is streamed back unchanged;
-* a worker's journal asks it what the sink has inserted (``GET /internal/inserted``),
-  to know what it may forget;
+* a worker's journal tells it which generation of the log it forwards to and asks it what
+  the sink has inserted (``POST /internal/inserted``), to know what it may forget;
 * the per-minute ingest counts go to it (``POST /internal/ingest-counts``), which adds
   them to ``ingest_minute``.
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, TypeAdapter
 from starlette.types import Message, Receive, Scope, Send
 
+from collector.delivery import LogProgress, LogReport
 from collector.ingest_log import CountRow, CountsWriter
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,23 @@ _HOP_BY_HOP = frozenset({
 })
 
 
-class Inserted(BaseModel):
-    """``GET /internal/inserted``: per partition, the next offset the sink will insert."""
+class Report(BaseModel):
+    """``POST /internal/inserted``: a worker's journal (see ``LogReport``)."""
 
-    inserted: dict[int, int]
+    worker: str
+    generation: int | None
+    acked: dict[int, dict[int, int]] = {}
+
+
+class Progress(BaseModel):
+    """Its answer (see ``LogProgress``)."""
+
+    generation: int
+    inserted: dict[int, dict[int, int]]
+
+
+# The owner's side: a worker's report in, the sink's progress out.
+Reported = Callable[[str, LogReport], LogProgress]
 
 
 _COUNT_ROWS = TypeAdapter(list[CountRow])
@@ -58,6 +72,7 @@ _COUNT_ROWS = TypeAdapter(list[CountRow])
 class UpstreamConfig:
     socket: Path
     max_body_bytes: int
+    worker: str = "0"
     poll_s: float = 0.25
     timeout_s: float = 30.0
 
@@ -76,12 +91,17 @@ class Upstream:
         # The ingest counts are written from a thread (see IngestLog).
         self._sync = httpx.Client(transport=httpx.HTTPTransport(uds=str(config.socket)),
                                   base_url=base, timeout=config.timeout_s)
-        self._inserted: dict[int, int] = {}
+        self._progress: LogProgress | None = None
+        self._report: Callable[[], LogReport] | None = None
         self._poller: asyncio.Task[None] | None = None
 
-    async def start(self, poll: bool = True) -> None:
-        """``poll``: keep ``inserted()`` current (for a journal; without one, nothing reads it)."""
-        if poll:
+    async def start(self, report: Callable[[], LogReport] | None = None) -> None:
+        """With a journal's ``report``, tell the owner about it and keep ``inserted()``
+        current (without one, nothing reads it)."""
+        if report is not None:
+            self._report = report
+            with contextlib.suppress(httpx.HTTPError):
+                await self.refresh_inserted()
             self._poller = asyncio.create_task(self._poll())
 
     async def stop(self) -> None:
@@ -92,14 +112,19 @@ class Upstream:
         await self._client.aclose()
         self._sync.close()
 
-    def inserted(self) -> Mapping[int, int]:
-        """What the sink had inserted at the last answer (a journal's ``Inserted``)."""
-        return self._inserted
+    def inserted(self) -> LogProgress | None:
+        """The sink's progress at the last answer (a journal's ``Inserted``)."""
+        return self._progress
 
     async def refresh_inserted(self) -> None:
-        answer = await self._client.get(INSERTED_PATH)
+        report = self._report() if self._report is not None else LogReport(None)
+        body = Report(worker=self._config.worker, generation=report.generation,
+                      acked={g: dict(offsets) for g, offsets in report.acked.items()})
+        answer = await self._client.post(INSERTED_PATH, content=body.model_dump_json(),
+                                         headers={"content-type": "application/json"})
         answer.raise_for_status()
-        self._inserted = Inserted.model_validate_json(answer.content).inserted
+        progress = Progress.model_validate_json(answer.content)
+        self._progress = LogProgress(progress.generation, progress.inserted)
 
     async def _poll(self) -> None:
         while True:
@@ -177,13 +202,15 @@ async def _error(send: Send, status: int, code: str, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def owner_router(inserted: Callable[[], Mapping[int, int]], write: CountsWriter) -> APIRouter:
+def owner_router(reported: Reported, write: CountsWriter) -> APIRouter:
     """The owner's side: the routes its workers call, on its socket only."""
     router = APIRouter(include_in_schema=False)
 
-    @router.get(INSERTED_PATH)
-    async def inserted_now() -> Inserted:
-        return Inserted(inserted=dict(inserted()))
+    @router.post(INSERTED_PATH)
+    async def inserted_now(report: Report) -> Progress:
+        progress = reported(report.worker, LogReport(report.generation, report.acked))
+        return Progress(generation=progress.generation,
+                        inserted={g: dict(offsets) for g, offsets in progress.inserted.items()})
 
     @router.post(COUNTS_PATH, status_code=204, response_class=Response)
     async def add_counts(request: Request) -> Response:

@@ -66,19 +66,23 @@ class StreamService:
 
     With ``SinkConfig.assign_all`` it owns every partition without a consumer group (one
     process owns the topic, as in ``tracklane up``); otherwise partitions are balanced
-    across the members of ``SinkConfig.group_id``.
+    across the members of ``SinkConfig.group_id``. ``log_name``: the name its offsets and
+    progress are stored under, when the topic is one generation of a log that is
+    replaced (see tracklane/log_roll.py); the topic's own name by default.
     """
 
     def __init__(
         self, kafka: KafkaConfig, config: SinkConfig, client: Client, metrics: Metrics,
-        clock: Clock = utc_now,
+        clock: Clock = utc_now, log_name: str | None = None,
     ) -> None:
         self._kafka = kafka
+        self._log_name = log_name or kafka.topic
         self._config = config
         self._client = client
         self._metrics = metrics
         self._clock = clock
-        self._sink = EventSink(client, kafka.topic, config, metrics, FaultPoint.parse(config.fault))
+        self._sink = EventSink(client, self._log_name, config, metrics,
+                               FaultPoint.parse(config.fault))
         self._partitions: dict[int, _PartitionState] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
@@ -112,7 +116,7 @@ class StreamService:
             self.own(partitions)
             # Owning the whole topic, this process knows which partitions exist.
             await asyncio.to_thread(queries.forget_partitions, self._client,
-                                    self._config.group_id, self._kafka.topic, partitions)
+                                    self._config.group_id, self._log_name, partitions)
         else:
             consumer.subscribe([self._kafka.topic], listener=_Rebalance(self))
         log.info("stream started", extra={
@@ -344,6 +348,11 @@ class StreamService:
             await self._seek(partition, None)
             state.next_offset = None
             return
+        if self._config.fresh_log:
+            # The stored batch is of an earlier log, inserted whole before this one began.
+            state.epoch = token_epoch(intent.batch_token)
+            await self._read_from_start(partition, state)
+            return
         await self._seek(partition, intent.start_offset)
         records = await self._fetch_range(tp, intent.start_offset, intent.end_offset)
         state.epoch = token_epoch(intent.batch_token)
@@ -480,7 +489,7 @@ class StreamService:
             self._metrics.watermark.labels(label).set(p.watermark.timestamp())
         try:
             await asyncio.to_thread(
-                queries.write_progress, self._client, self._config.group_id, self._kafka.topic,
+                queries.write_progress, self._client, self._config.group_id, self._log_name,
                 progress, self._clock(), self._erasures_seen,
             )
         except Exception:

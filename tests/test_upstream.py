@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from collector.delivery import LogProgress, LogReport
 from collector.ingest_log import CountRow
 from collector.upstream import Upstream, UpstreamConfig, owner_router
 from tracklane.runner import HttpServer
@@ -23,10 +24,17 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 async def owner(tmp_path: Path) -> AsyncIterator[tuple[Path, list[CountRow]]]:
-    """An owner app on a Unix socket: echoes what it got, and takes ingest counts."""
+    """An owner app on a Unix socket: echoes what it got, takes ingest counts, and answers
+    a journal's report with the sink's progress (a worker's report, as the count row)."""
     counts: list[CountRow] = []
+
+    def reported(worker: str, report: LogReport) -> LogProgress:
+        counts.append((datetime(2026, 1, 1), worker, str(report.generation),
+                       str(dict(report.acked)), "", 0))
+        return LogProgress(2, {1: {0: 7}, 2: {0: 42}})
+
     app = FastAPI()
-    app.include_router(owner_router(lambda: {0: 42}, counts.extend))
+    app.include_router(owner_router(reported, counts.extend))
 
     @app.api_route("/echo", methods=["GET", "POST"])
     async def echo(request: Request) -> Response:
@@ -52,7 +60,7 @@ def _through(upstream: Upstream) -> httpx.AsyncClient:
 
 async def test_requests_and_answers_pass_unchanged(owner: tuple[Path, list[CountRow]]) -> None:
     path, counts = owner
-    upstream = Upstream(UpstreamConfig(path, max_body_bytes=1000))
+    upstream = Upstream(UpstreamConfig(path, max_body_bytes=1000, worker="3"))
     await upstream.start()
     try:
         async with _through(upstream) as http:
@@ -62,12 +70,13 @@ async def test_requests_and_answers_pass_unchanged(owner: tuple[Path, list[Count
         assert answer.headers["x-from-owner"] == "yes"
         assert answer.json() == {"method": "POST", "query": "a=1&b=%20x",
                                  "auth": "Bearer rk_1", "length": 1000}
-        # What the sink inserted, for the journal; counts, for ingest_minute.
+        # What the sink inserted, for the journal, in answer to its report; counts, for
+        # ingest_minute.
         await upstream.refresh_inserted()
-        assert upstream.inserted() == {0: 42}
+        assert upstream.inserted() == LogProgress(2, {1: {0: 7}, 2: {0: 42}})
         row: CountRow = (datetime(2026, 12, 5, 17, 0), "p", "pixel", "accepted", "", 3)
         await asyncio.to_thread(upstream.write_counts, [row])
-        assert counts == [row]
+        assert counts == [(datetime(2026, 1, 1), "3", "None", "{}", "", 0), row]
     finally:
         await upstream.stop()
 

@@ -106,6 +106,9 @@ class Metrics:
         self.insert_seconds = Histogram(
             "tracklane_stream_insert_seconds", "Time to insert one batch.",
             buckets=_LATENCY_BUCKETS, registry=r)
+        self.log_generation = Gauge(
+            "tracklane_log_generation", "Generation of `up`'s in-memory log the sink reads "
+            "(a new one replaces it when it has grown).", registry=r)
         self.lag = Gauge(
             "tracklane_stream_lag", "Records in Kafka not yet inserted.", ["partition"], registry=r)
         self.next_offset = Gauge(

@@ -37,6 +37,7 @@ from stream.consumer import StreamService
 from tracklane.broker import TansuBroker
 from tracklane.clock import utc_now
 from tracklane.install_secret import install_secret
+from tracklane.log_roll import RollConfig, RollingSink
 from tracklane.metrics import MULTIPROC_ENV, Metrics
 from tracklane.projects import Project, Projects, load_projects, write_default_projects
 from tracklane.settings import CollectorConfig, KafkaConfig, Settings, SinkConfig
@@ -227,7 +228,8 @@ async def run_collector(settings: Settings, worker: int | None = None) -> None:
     multiproc = os.environ.get(MULTIPROC_ENV) if worker is not None else None
     metrics = Metrics(multiprocess_dir=Path(multiproc) if multiproc else None)
     async with _parts(settings.shutdown_timeout_s, "collector") as stack:
-        upstream = (Upstream(UpstreamConfig(settings.upstream_socket, settings.max_body_bytes))
+        upstream = (Upstream(UpstreamConfig(settings.upstream_socket, settings.max_body_bytes,
+                                            worker=str(worker)))
                     if settings.upstream_socket is not None else None)
         store = open_store(settings) if settings.store_dsn and upstream is None else None
         if store is not None:
@@ -237,7 +239,7 @@ async def run_collector(settings: Settings, worker: int | None = None) -> None:
         delivery = _delivery(settings, settings.kafka(), metrics,
                              upstream.inserted if upstream is not None and journal else None)
         if upstream is not None:
-            await upstream.start(poll=journal)
+            await upstream.start(report=delivery.log_report if journal else None)
             stack.push_async_callback(upstream.stop)
         stack.push_async_callback(delivery.stop)
         await delivery.start(stop)
@@ -294,7 +296,7 @@ async def _stop_running(service: _Running, task: asyncio.Task[None]) -> None:
     await task
 
 
-async def _stop_sink(service: StreamService, task: asyncio.Task[None], delivery: Delivery,
+async def _stop_sink(service: RollingSink, task: asyncio.Task[None], delivery: Delivery,
                      timeout_s: float, orderly: asyncio.Event) -> None:
     """Stop `up`'s sink. Once it ran (``orderly``), insert everything accepted first:
     forward the journal to Kafka, insert all of it, and let the journal forget it;
@@ -567,13 +569,15 @@ async def run_up(settings: Settings, overrides: Mapping[str, object] | None = No
         # one tailing the topic at aiokafka's defaults, 0.5 ms with one whose fetches wait
         # up to a second for a megabyte. Every request to a collector worker waits for
         # such an ack; the sink's rounds are at most a second later at low traffic.
-        service = StreamService(kafka, replace(
+        service = RollingSink(kafka, replace(
             _sink_config(settings, assign_all=True), log_starts_empty=True,
-            fetch_max_wait_ms=1000, fetch_min_bytes=1024 * 1024), client, metrics)
-        inserted = service.inserted_offsets if journal else None
+            fetch_max_wait_ms=1000, fetch_min_bytes=1024 * 1024), client, metrics,
+            RollConfig(settings.log_roll_records if journal else 0, settings.log_roll_min_s))
+        inserted = service.progress if journal else None
         if run_dir is None:
             delivery = _delivery(settings, kafka, metrics, inserted)
             stack.push_async_callback(delivery.stop)
+            service.add_local("up", delivery.log_report)
             await delivery.start(stop)
         else:
             # The workers take the events; this process takes none (never started, its
@@ -595,7 +599,7 @@ async def run_up(settings: Settings, overrides: Mapping[str, object] | None = No
                              sdk_dir=settings.sdk_dir, ingest_log=ingest_log)
         app = create_app(deps)
         if run_dir is not None:
-            app.include_router(owner_router(service.inserted_offsets, store_writer(client)))
+            app.include_router(owner_router(service.reported, store_writer(client)))
         http = HttpServer(app, settings.host, settings.port, settings.shutdown_timeout_s / 2,
                           settings.read_timeout_s,
                           uds=run_dir / "owner.sock" if run_dir is not None else None,
@@ -631,5 +635,6 @@ async def run_up(settings: Settings, overrides: Mapping[str, object] | None = No
         stop_wait = asyncio.create_task(stop.wait())
         await asyncio.wait({*background, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         stop_wait.cancel()
+        service.hold()
         orderly.set()
     print("Tracklane stopped.", file=sys.stderr, flush=True)

@@ -85,6 +85,9 @@ class SinkConfig:
     # and journals replay into it: after finishing an interrupted batch, read it from the
     # start (see StreamService._recover).
     log_starts_empty: bool = False
+    # The topic is a new generation of a log whose earlier ones were inserted whole: read
+    # it from its start as a new epoch, with no stored batch to finish (`up`'s roll).
+    fresh_log: bool = False
     # How long a fetch may wait on the broker for how many bytes (aiokafka's defaults:
     # 500 ms, 1 byte); see run_up for why `up` waits longer.
     fetch_max_wait_ms: int = 500
@@ -123,6 +126,12 @@ class Settings(BaseSettings):
     # fsynced in the spool, which keeps it until the sink has inserted it. Off, a crash
     # loses what the sink had not inserted (for measuring what the journal costs).
     journal: bool = True
+    # `up` only: its broker reads its whole in-memory log for every fetch, so once the sink
+    # has inserted this many records of it, a new log (topic) replaces it (0: never; see
+    # tracklane/log_roll.py).
+    log_roll_records: int = Field(default=100_000, ge=0)
+    # ... and not sooner than this after the last roll (each pauses the sink for a second).
+    log_roll_min_s: float = Field(default=30.0, ge=0)
 
     # SIGTERM: stop accepting, finish requests, flush, commit; exit after this at most.
     shutdown_timeout_s: float = 20.0
