@@ -104,6 +104,7 @@ class Delivery:
         self._acked: dict[int, dict[int, int]] = {}
         self._reported: set[int] = set()
         self._last_trim = 0.0
+        self._last_forward = 0.0
         # The replayer and settle() both trim; one at a time keeps the checkpoint moving
         # forward only.
         self._trimming = asyncio.Lock()
@@ -245,6 +246,10 @@ class Delivery:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._config.trim_every_s)
                 continue
+            linger = self._last_forward + self._config.forward_every_s - time.monotonic()
+            if self._journal and linger > 0 and spool.backlog < self._config.replay_batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), linger)
             batch = await spool.read(self._config.replay_batch)
             if not batch.records:  # an append is still being fsynced
                 with contextlib.suppress(TimeoutError):
@@ -266,6 +271,7 @@ class Delivery:
                 backoff = min(backoff * 2, self._config.replay_backoff_max_s)
                 continue
             backoff = 0.2
+            self._last_forward = time.monotonic()
             if self._journal:
                 generation = self._generation or 0
                 self._unstored.append((batch.end, generation, offsets))

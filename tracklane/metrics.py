@@ -108,7 +108,8 @@ class Metrics:
             buckets=_LATENCY_BUCKETS, registry=r)
         self.log_generation = Gauge(
             "tracklane_log_generation", "Generation of `up`'s in-memory log the sink reads "
-            "(a new one replaces it when it has grown).", registry=r)
+            "(a new one replaces it when it has grown).", registry=r,
+            multiprocess_mode="livemax")
         self.lag = Gauge(
             "tracklane_stream_lag", "Records in Kafka not yet inserted.", ["partition"], registry=r)
         self.next_offset = Gauge(

@@ -39,6 +39,11 @@ class DeliveryConfig:
     max_replay_age_s: float = 47 * 3600.0
     # How often a journal asks the sink what it has stored, and forgets that much.
     trim_every_s: float = 1.0
+    # A journal forwards at most this often while its batches are not full: each
+    # forward is a record batch that Tansu keeps and lists at every fetch, and a pixel hit
+    # a batch of its own would make a thousand a second (it is answered once fsynced
+    # either way).
+    forward_every_s: float = 0.02
 
 
 @dataclass(frozen=True, slots=True)
