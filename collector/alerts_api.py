@@ -22,6 +22,7 @@ from collector.read_api import check_year, parse_instant, read_project
 from store import alert_queries
 from store.alert_queries import ClickHouseAlertStore
 from tracklane.clock import Clock
+from tracklane.errors import ErrorCode
 from tracklane.projects import Projects
 
 DEFAULT_RANGE = timedelta(days=7)
@@ -54,7 +55,7 @@ def alerts_router(projects: Projects, store: Client | None, clock: Clock) -> API
 
     def need_store() -> Client:
         if store is None:
-            raise RequestError(503, "store_unavailable", "this collector has no store configured")
+            raise RequestError(ErrorCode.STORE_UNAVAILABLE)
         return store
 
     @router.get("/v1/alerts", responses=openapi.ALERTS_RESPONSES,
@@ -100,7 +101,7 @@ def alerts_router(projects: Projects, store: Client | None, clock: Clock) -> API
         except ValidationError as exc:
             detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                for e in exc.errors(include_url=False))
-            raise RequestError(400, "invalid_silence", detail) from None
+            raise RequestError(ErrorCode.INVALID_SILENCE, detail) from None
         now = clock()
         silence = _new_silence(body, project.id, now)
         await asyncio.to_thread(alert_store.save_silence, silence)
@@ -115,7 +116,7 @@ def alerts_router(projects: Projects, store: Client | None, clock: Clock) -> API
         found = await asyncio.to_thread(alert_store.silences, project.id, now)
         match = next((s for s in found if s.id == silence_id), None)
         if match is None:
-            raise RequestError(404, "silence_not_found", f"no active silence {silence_id!r}")
+            raise RequestError(ErrorCode.SILENCE_NOT_FOUND, f"no active silence {silence_id!r}")
         expired = Silence(match.id, match.project, match.matchers, min(match.starts_at, now),
                           now, match.created_by, match.comment, match.created_at)
         await asyncio.to_thread(alert_store.save_silence, expired)
@@ -127,18 +128,18 @@ def alerts_router(projects: Projects, store: Client | None, clock: Clock) -> API
 def _new_silence(body: SilenceRequest, project: str, now: datetime) -> Silence:
     starts = _utc(body.starts_at) if body.starts_at else now
     if body.ends_at is not None and body.duration_minutes is not None:
-        raise RequestError(400, "invalid_silence", "give ends_at or duration_minutes, not both")
+        raise RequestError(ErrorCode.INVALID_SILENCE, "give ends_at or duration_minutes, not both")
     if body.ends_at is not None:
         ends = _utc(body.ends_at)
     elif body.duration_minutes is not None:
         ends = starts + timedelta(minutes=body.duration_minutes)
     else:
-        raise RequestError(400, "invalid_silence", "ends_at or duration_minutes: required")
+        raise RequestError(ErrorCode.INVALID_SILENCE, "ends_at or duration_minutes: required")
     if ends <= max(starts, now):
-        raise RequestError(400, "invalid_silence", "ends_at: must be in the future and after "
+        raise RequestError(ErrorCode.INVALID_SILENCE, "ends_at: must be in the future and after "
                                                    "starts_at")
     if ends - starts > MAX_SILENCE:
-        raise RequestError(400, "invalid_silence", f"at most {MAX_SILENCE.days} days")
+        raise RequestError(ErrorCode.INVALID_SILENCE, f"at most {MAX_SILENCE.days} days")
     return Silence(new_silence_id(), project, dict(body.matchers), starts, ends,
                    body.created_by, body.comment, now)
 
@@ -154,7 +155,7 @@ def _limit(raw: str | None) -> int:
         return 100
     # isdigit() alone admits "²" and 5000-digit strings, which int() refuses.
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 9 and 1 <= int(raw) <= MAX_LIMIT):
-        raise RequestError(400, "invalid_query", f"limit: an integer from 1 to {MAX_LIMIT}")
+        raise RequestError(ErrorCode.INVALID_QUERY, f"limit: an integer from 1 to {MAX_LIMIT}")
     return int(raw)
 
 

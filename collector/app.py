@@ -54,12 +54,14 @@ from collector.upstream import Upstream
 from collector.users_api import users_router
 from tracklane.clock import Clock, utc_now
 from tracklane.contract import (
+    MESSAGE_TYPES,
     ContractError,
     RequestFacts,
     envelope_fields,
     envelope_record,
     parse_message,
 )
+from tracklane.errors import ErrorCode
 from tracklane.metrics import EXPOSITION_TYPE, Metrics
 from tracklane.projects import Project, Projects
 from tracklane.settings import CollectorConfig
@@ -87,7 +89,7 @@ class CollectorDeps:
 
 
 MAX_BATCH_EVENTS = 2500
-_SINGLE_ROUTES = ("track", "page", "screen", "identify", "group", "alias")
+_SINGLE_ROUTES = MESSAGE_TYPES
 # analytics.js (Segment's browser library) posts each call to /v1/ + its type's first
 # letter, and batches to /v1/b as Segment's mobile libraries do.
 _SEGMENT_PATHS = {kind[0]: kind for kind in _SINGLE_ROUTES} | {"b": "batch"}
@@ -95,7 +97,8 @@ _SEGMENT_PATHS = {kind[0]: kind for kind in _SINGLE_ROUTES} | {"b": "batch"}
 # AnonymousId and Rsa-Retry-* headers, and a library's next version may add more. These
 # routes take no cookies, so allowing a header costs nothing, and refusing one loses events.
 _CORS_HEADERS = "Content-Type, Authorization, X-Write-Key, Content-Encoding, X-Retry-Count"
-_HTTP_ERROR_CODES = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed"}
+_HTTP_ERRORS = {400: ErrorCode.INVALID_JSON, 404: ErrorCode.NOT_FOUND,
+                405: ErrorCode.METHOD_NOT_ALLOWED}
 
 
 def error_response(err: RequestError, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -109,7 +112,8 @@ def error_response(err: RequestError, headers: dict[str, str] | None = None) -> 
 
 def create_app(deps: CollectorDeps) -> FastAPI:
     app = IngestApp(title="Tracklane collector", version="0.1.0",
-                    description=openapi.API_DESCRIPTION)
+                    description=openapi.API_DESCRIPTION,
+                    responses=openapi.COMMON_RESPONSES)
     ingest = _Ingest(deps)
 
     @app.exception_handler(RequestValidationError)
@@ -118,7 +122,7 @@ def create_app(deps: CollectorDeps) -> FastAPI:
         detail = "; ".join(
             f"{'.'.join(str(part) for part in e['loc'] if part != 'body') or 'body'}: "
             f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
-        return await _request_error(request, RequestError(400, "invalid_query", detail))
+        return await _request_error(request, RequestError(ErrorCode.INVALID_QUERY, detail))
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -127,8 +131,8 @@ def create_app(deps: CollectorDeps) -> FastAPI:
         if exc.status_code == 405 and (exc.headers or {}).get("Allow") == "OPTIONS":
             # Only the CORS preflight, which answers every /v1/ path, knows the path.
             exc = HTTPException(404, "Not Found")
-        code = _HTTP_ERROR_CODES.get(exc.status_code, f"http_{exc.status_code}")
-        return error_response(RequestError(exc.status_code, code, str(exc.detail)),
+        error = _HTTP_ERRORS.get(exc.status_code, ErrorCode.HTTP_ERROR)
+        return error_response(RequestError(error, str(exc.detail), status=exc.status_code),
                               {**(exc.headers or {}), **_cors(request)})
 
     def reject(request: Request, err: RequestError) -> JSONResponse:
@@ -305,7 +309,7 @@ class _Ingest:
             async with asyncio.timeout(cfg.read_timeout_s):
                 return await read_body(request, cfg.max_body_bytes, charge)
         except TimeoutError:
-            raise RequestError(408, "request_timeout", "request body not received within "
+            raise RequestError(ErrorCode.REQUEST_TIMEOUT, "request body not received within "
                                f"{cfg.read_timeout_s:g} s") from None
 
     async def _handle_body(self, request: Request, route: str, single: str | None,
@@ -315,18 +319,18 @@ class _Ingest:
         data = decode_json(await self._read(request, charge),
                            request.headers.get("content-encoding"), cfg.max_body_bytes)
         if not isinstance(data, dict):
-            raise RequestError(400, "invalid_body", "body must be a JSON object")
+            raise RequestError(ErrorCode.INVALID_BODY, "body must be a JSON object")
         project = project or self._authenticate(request, data.get("writeKey"))
         if single is not None:
             raw_events: list[Any] = [data]
         else:
             batch = data.get("batch")
             if not isinstance(batch, list):
-                raise RequestError(400, "invalid_body", "batch: must be an array of events")
+                raise RequestError(ErrorCode.INVALID_BODY, "batch: must be an array of events")
             if len(batch) > MAX_BATCH_EVENTS:
                 # 500 KB of "{}" is 100k events: validating them all, and listing every
                 # error, would hold the event loop for seconds.
-                raise RequestError(413, "too_many_events",
+                raise RequestError(ErrorCode.TOO_MANY_EVENTS,
                                    f"batch: over {MAX_BATCH_EVENTS} events; split it")
             raw_events = [_merge_batch_level(e, data) for e in batch]
         with self._inflight.admit():
@@ -356,15 +360,15 @@ class _Ingest:
             body_key if isinstance(body_key, str) else None
         ) or request.query_params.get("writeKey")  # a beacon cannot set headers
         if not key:
-            raise RequestError(401, "missing_write_key", "no write key: send it as the Basic "
+            raise RequestError(ErrorCode.MISSING_WRITE_KEY, "no write key: send it as the Basic "
                                "auth username, an X-Write-Key header, or writeKey in the "
                                "body or the query")
         project = self._deps.projects.by_write_key(key)
         if project is None:
-            raise RequestError(401, "invalid_write_key", "unknown write key")
+            raise RequestError(ErrorCode.INVALID_WRITE_KEY, "unknown write key")
         origin = request.headers.get("origin")
         if origin and not project.allows_origin(origin):
-            raise RequestError(403, "origin_not_allowed", f"origin {origin} is not allowed")
+            raise RequestError(ErrorCode.ORIGIN_NOT_ALLOWED, f"origin {origin} is not allowed")
         return project
 
     async def _accept(
@@ -435,7 +439,7 @@ class _Ingest:
                 "error": str(exc)})
             return JSONResponse(
                 {"success": False, "error": exc.code, "message": exc.answer},
-                status_code=503,
+                status_code=exc.error.status,
                 headers={"Retry-After": str(deps.config.retry_after_s), **cors},
             )
         if deps.ingest_log is not None:
@@ -454,7 +458,7 @@ class _Ingest:
             raise ContractError("event: nested too deeply") from None
         if size > limit:
             raise ContractError(f"event: over the {limit // 1024} KB event limit",
-                                "event_too_large")
+                                ErrorCode.EVENT_TOO_LARGE)
         msg = parse_message(raw, default_type=single)
         if single is not None and msg.type != single:
             raise ContractError(f"type: this route takes {single!r} messages")

@@ -10,21 +10,25 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from tracklane.errors import ErrorCode
+
 
 class RequestError(Exception):
-    """A request that cannot be accepted; rendered as ``status`` with a JSON body."""
+    """A request that cannot be accepted: answered with ``error``'s status (``status``
+    where a client library expects another for it) and a JSON body naming its code."""
 
-    def __init__(self, status: int, code: str, message: str,
-                 retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+    def __init__(self, error: ErrorCode, message: str | None = None,
+                 retry_after: int | None = None, status: int | None = None) -> None:
+        super().__init__(message or error.meaning)
+        self.error = error
+        self.status = status or error.status
+        self.code = error.code
+        self.message = message or error.meaning
         self.retry_after = retry_after  # seconds, sent as Retry-After (429 and 503)
 
 
 def too_large(limit: int) -> RequestError:
-    return RequestError(413, "body_too_large", f"request body is over {limit // 1024} KB")
+    return RequestError(ErrorCode.BODY_TOO_LARGE, f"request body is over {limit // 1024} KB")
 
 
 def declared_length(request: Request, limit: int) -> int | None:
@@ -63,15 +67,15 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     try:
         out = inflater.decompress(body, limit + 1)
     except zlib.error:
-        raise RequestError(400, "invalid_gzip", "body is not valid gzip") from None
+        raise RequestError(ErrorCode.INVALID_GZIP, "body is not valid gzip") from None
     if len(out) > limit or inflater.unconsumed_tail:
         raise too_large(limit)
     # Parsing a cut-off stream, or ignoring what follows the stream (such as a second
     # gzip member), could accept part of what was sent as if it were all of it.
     if not inflater.eof:
-        raise RequestError(400, "invalid_gzip", "body is truncated gzip")
+        raise RequestError(ErrorCode.INVALID_GZIP, "body is truncated gzip")
     if inflater.unused_data:
-        raise RequestError(400, "invalid_gzip", "body has data after the gzip stream")
+        raise RequestError(ErrorCode.INVALID_GZIP, "body has data after the gzip stream")
     return out
 
 
@@ -81,18 +85,20 @@ def decode_json(body: bytes, content_encoding: str | None, limit: int) -> Any:
         body = _gunzip(body, limit)
     elif content_encoding and content_encoding.strip().lower() not in ("identity", ""):
         raise RequestError(
-            415, "unsupported_encoding", f"content-encoding {content_encoding!r} is not supported"
+            ErrorCode.UNSUPPORTED_ENCODING,
+            f"content-encoding {content_encoding!r} is not supported"
         )
     if not body.strip():
-        raise RequestError(400, "empty_body", "request body is empty")
+        raise RequestError(ErrorCode.EMPTY_BODY, "request body is empty")
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise RequestError(400, "invalid_utf8", f"body is not UTF-8 (byte {exc.start})") from None
+        raise RequestError(ErrorCode.INVALID_UTF8,
+                           f"body is not UTF-8 (byte {exc.start})") from None
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise RequestError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+        raise RequestError(ErrorCode.INVALID_JSON, f"body is not valid JSON: {exc}") from None
 
 
 def basic_username(header: str | None) -> str | None:

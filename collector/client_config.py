@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from collector import openapi
 from collector.body import RequestError, basic_username
 from collector.client_address import client_scheme
+from tracklane.errors import ErrorCode
 from tracklane.projects import Project, Projects
 from tracklane.settings import CollectorConfig
 
@@ -99,11 +100,13 @@ def client_config_router(projects: Projects, config: CollectorConfig) -> APIRout
 
     def project_of(write_key: str | None, status: int) -> Project:
         if not write_key:
-            raise RequestError(400, "missing_write_key", "no write key: send it as the "
-                               "writeKey query parameter or the Basic auth username")
+            raise RequestError(ErrorCode.MISSING_WRITE_KEY, "no write key: send it as the "
+                               "writeKey query parameter or the Basic auth username",
+                               status=400)
         project = projects.by_write_key(write_key)
         if project is None:
-            raise RequestError(status, "invalid_write_key", "unknown write key")
+            # Segment's settings CDN answers an unknown key 404; RudderStack's, 401.
+            raise RequestError(ErrorCode.INVALID_WRITE_KEY, "unknown write key", status=status)
         return project
 
     @router.get("/v1/projects/{write_key}/settings", responses=openapi.CLIENT_CONFIG_RESPONSES)
@@ -142,7 +145,7 @@ def client_config_router(projects: Projects, config: CollectorConfig) -> APIRout
         they are fetched from where it came from.
         """
         if not _BUNDLE.fullmatch(name):
-            raise RequestError(404, "not_found", f"no analytics.js bundle {name!r}")
+            raise RequestError(ErrorCode.NOT_FOUND, f"no analytics.js bundle {name!r}")
         return RedirectResponse(f"{config.segment_cdn}/analytics-next/bundles/{name}",
                                 status_code=302,
                                 headers={"Cache-Control": "public, max-age=86400"})
@@ -150,7 +153,7 @@ def client_config_router(projects: Projects, config: CollectorConfig) -> APIRout
     # The SDK asks for /sourceConfig/ (with the slash); a configUrl typed without it too.
     for path in ("/sourceConfig/", "/sourceConfig"):
         router.add_api_route(path, rudderstack, methods=["GET"],
-                             responses=openapi.CLIENT_CONFIG_RESPONSES,
+                             responses=openapi.RUDDERSTACK_CONFIG_RESPONSES,
                              include_in_schema=path.endswith("/"))
         router.add_api_route(path, preflight, methods=["OPTIONS"], status_code=204,
                              response_class=Response, include_in_schema=False)

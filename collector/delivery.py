@@ -38,6 +38,7 @@ from aiokafka.errors import KafkaError
 
 from collector.producer import BrokerUnavailable, EventProducer, ensure_topic, generation_topic
 from collector.spool import Position, Record, Spool, SpoolFailed, SpoolFull
+from tracklane.errors import ErrorCode
 from tracklane.metrics import Metrics
 from tracklane.settings import DeliveryConfig
 
@@ -76,9 +77,10 @@ class NotAccepted(RuntimeError):
     """Neither Kafka nor the spool took the events; answer 503 with ``code`` and ``answer``
     (what the client is told: no more of the cause than the operator's log needs)."""
 
-    def __init__(self, code: str, message: str, answer: str) -> None:
+    def __init__(self, error: ErrorCode, message: str, answer: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.error = error
+        self.code = error.code
         self.answer = answer
 
 
@@ -165,7 +167,7 @@ class Delivery:
             try:
                 await self._producer.send_records(records)
             except BrokerUnavailable as exc:
-                raise NotAccepted("broker_unavailable", str(exc),
+                raise NotAccepted(ErrorCode.BROKER_UNAVAILABLE, str(exc),
                                   "Kafka did not acknowledge the events; retry later") from exc
             self._metrics.produced.inc(len(records))
             return
@@ -180,10 +182,10 @@ class Delivery:
         try:
             await spool.append(records)
         except SpoolFull as exc:
-            raise NotAccepted("spool_full", str(exc),
+            raise NotAccepted(ErrorCode.SPOOL_FULL, str(exc),
                               "the collector's disk spool is full; retry later") from exc
         except SpoolFailed as exc:
-            raise NotAccepted("spool_failed", str(exc), "the collector could not write the "
+            raise NotAccepted(ErrorCode.SPOOL_FAILED, str(exc), "the collector could not write the "
                               f"events to its disk ({exc.reason}); retry later") from exc
         self._metrics.spooled.inc(len(records))
         self._wake.set()

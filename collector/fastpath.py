@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from collector.body import RequestError
+from tracklane.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class IngestApp(FastAPI):
         except Exception:
             # What Starlette's server-error middleware would do, in the answers' own shape.
             log.exception("ingest request failed", extra={"path": scope["path"]})
-            response = JSONResponse({"success": False, "error": "internal_error",
-                                     "message": "the collector failed; retry later"}, 500)
+            response = JSONResponse({"success": False, "error": ErrorCode.INTERNAL_ERROR.code,
+                                     "message": "the collector failed; retry later"},
+                                    ErrorCode.INTERNAL_ERROR.status)
         await response(scope, receive, send)

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from collector.body import RequestError
+from tracklane.errors import ErrorCode
 from tracklane.projects import RateLimit
 
 
@@ -83,7 +84,7 @@ class RateLimiter:
             wait = tokens.wait(n, now)
             if wait > 0:
                 raise RequestError(
-                    429, "rate_limited",
+                    ErrorCode.RATE_LIMITED,
                     f"over {whose} limit of {rate.events_per_s:g} events/s",
                     retry_after=max(1, math.ceil(wait)))
         for _, _, tokens in held:
@@ -107,7 +108,7 @@ class InflightLimit:
         self.bytes = 0
 
     def _overloaded(self) -> RequestError:
-        return RequestError(503, "overloaded", "the collector is at capacity; retry later",
+        return RequestError(ErrorCode.OVERLOADED, "the collector is at capacity; retry later",
                             retry_after=self._retry_after_s)
 
     @contextlib.contextmanager
@@ -155,7 +156,7 @@ class ClientSlots:
     def admit(self, client: str) -> Iterator[None]:
         count = self._active.get(client, 0)
         if self._max > 0 and count >= self._max:
-            raise RequestError(429, "too_many_requests",
+            raise RequestError(ErrorCode.TOO_MANY_REQUESTS,
                                f"over {self._max} requests in progress from this address",
                                retry_after=1)
         self._active[client] = count + 1

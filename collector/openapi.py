@@ -7,17 +7,21 @@ parameters through ``openapi_extra``, answers through ``responses=``. Nothing he
 validates a request; it documents what the handlers accept and answer, and the
 schemathesis suite (tests/test_schemathesis.py) checks every answer against it.
 
-Every error answer is ``{"success": false, "error": "<code>", "message": "..."}``; the
-models below list, per status, the codes a route may answer.
+Every error answer is ``{"success": false, "error": "<code>", "message": "..."}``; each
+route's error models are made by ``errors`` from the catalogue (tracklane/errors.py), and
+list per status the codes it may answer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-MESSAGE_TYPES = ("track", "page", "screen", "identify", "group", "alias")
+from tracklane.contract import MESSAGE_TYPES
+from tracklane.errors import ErrorCode
 
 # The API's description in /openapi.json: what every read route's numbers mean.
 API_DESCRIPTION = """\
@@ -57,18 +61,25 @@ median time from first visit to first order.
 """
 
 Responses = dict[int | str, dict[str, Any]]
+E = ErrorCode
 
 
 class _Error(BaseModel):
     success: Literal[False]
+    error: str
     message: str
+
+
+def _codes_field(codes: Sequence[ErrorCode]) -> Any:
+    return Field(description="; ".join(f"`{c.code}`: {c.meaning}" for c in codes),
+                 json_schema_extra={"enum": [c.code for c in codes]})
 
 
 class EventError(BaseModel):
     """One rejected event of a request, by its position in the request."""
 
     index: int = Field(ge=0)
-    error: Literal["invalid_event", "event_too_large"]
+    error: str = _codes_field([E.INVALID_EVENT, E.EVENT_TOO_LARGE])
     message: str
 
 
@@ -81,61 +92,47 @@ class IngestAccepted(BaseModel):
         None, description="the events that were rejected, when some were")
 
 
-class IngestBadRequest(_Error):
-    """The body cannot be read as the route's JSON, or every event in it was rejected."""
-
-    error: Literal["invalid_json", "invalid_utf8", "invalid_gzip", "empty_body",
-                   "invalid_body", "invalid_event", "event_too_large"]
+class _IngestError(_Error):
     accepted: int | None = Field(None, description="0, when events were rejected")
     errors: list[EventError] | None = None
 
 
-class WriteKeyError(_Error):
-    error: Literal["missing_write_key", "invalid_write_key"]
+_RETRY_STATUSES = (429, 503)
 
 
-class OriginError(_Error):
-    error: Literal["origin_not_allowed"]
+@cache
+def _error_model(name: str, codes: tuple[ErrorCode, ...], base: type[_Error]) -> type[_Error]:
+    model: type[_Error] = create_model(name, __base__=base, error=(str, _codes_field(codes)))
+    return model
 
 
-class BodyTooLarge(_Error):
-    error: Literal["body_too_large"]
+def errors(name: str, *codes: ErrorCode, base: type[_Error] = _Error,
+           status: Mapping[ErrorCode, int] | None = None) -> Responses:
+    """The error answers a route documents, from the catalogue (tracklane/errors.py): per
+    status, a model ``<name><status>`` whose ``error`` lists that status's codes.
+    ``status``: where the route answers a code with another status than its own."""
+    by_status: dict[int, list[ErrorCode]] = {}
+    for code in codes:
+        by_status.setdefault((status or {}).get(code, code.status), []).append(code)
+    out: Responses = {}
+    for answer, group in sorted(by_status.items()):
+        entry: dict[str, Any] = {
+            "model": _error_model(f"{name}{answer}", tuple(group), base),
+            "description": "; ".join(f"{c.code}: {c.meaning}" for c in group)}
+        if answer in _RETRY_STATUSES:
+            entry["description"] += ". Nothing was accepted: retry after Retry-After seconds"
+            entry["headers"] = {"Retry-After": {"description": "seconds to wait",
+                                                "schema": {"type": "integer"}}}
+        out[answer] = entry
+    return out
 
 
-class UnsupportedEncoding(_Error):
-    error: Literal["unsupported_encoding"]
-
-
-class RequestTimeout(_Error):
-    error: Literal["request_timeout"]
-
-
-class Refused(_Error):
-    """Nothing was accepted; retry after ``Retry-After`` seconds."""
-
-    error: str
-
-
-class ReadKeyError(_Error):
-    error: Literal["missing_read_key", "invalid_read_key"]
-
-
-class QueryBadRequest(_Error):
-    error: Literal["invalid_query", "invalid_json"]
-
-
-class StoreUnavailable(_Error):
-    error: Literal["store_unavailable"]
-
-
-class NotFound(_Error):
-    error: Literal["not_found", "sdk_not_built", "silence_not_found"]
-
-
-class SilenceBadRequest(_Error):
-    error: Literal["invalid_silence", "invalid_json", "invalid_utf8", "invalid_gzip",
-                   "empty_body"]
-
+_READ_ERRORS = (E.MISSING_READ_KEY, E.INVALID_READ_KEY, E.STORE_UNAVAILABLE)
+_BODY_ERRORS = (E.INVALID_JSON, E.INVALID_UTF8, E.INVALID_GZIP, E.EMPTY_BODY,
+                E.BODY_TOO_LARGE, E.UNSUPPORTED_ENCODING)
+_REFUSED = (E.RATE_LIMITED, E.TOO_MANY_REQUESTS, E.OVERLOADED, E.SPOOL_FULL, E.SPOOL_FAILED,
+            E.BROKER_UNAVAILABLE)
+_WRITE_KEY_ERRORS = (E.MISSING_WRITE_KEY, E.INVALID_WRITE_KEY, E.ORIGIN_NOT_ALLOWED)
 
 class MinuteRow(BaseModel):
     minute: str = Field(description="the minute's start, ISO 8601 in UTC")
@@ -176,50 +173,22 @@ class Readiness(BaseModel):
     store: bool | None = Field(description="null when this collector has no store")
 
 
-def _retry_after(description: str) -> dict[str, Any]:
-    return {"Retry-After": {"description": description, "schema": {"type": "integer"}}}
-
-
-_WRITE_KEY_ERRORS: Responses = {
-    401: {"model": WriteKeyError, "description": "no write key, or an unknown one"},
-    403: {"model": OriginError,
-          "description": "a browser Origin not in the project's allowed_origins"},
-}
-_REFUSED: Responses = {
-    429: {"model": Refused, "description": "rate_limited: the project is over its events "
-          "per second; nothing accepted", "headers": _retry_after("seconds to wait")},
-    503: {"model": Refused, "description": "overloaded, spool_full, spool_failed or "
-          "broker_unavailable: nothing accepted", "headers": _retry_after("seconds to wait")},
-}
-
 INGEST_RESPONSES: Responses = {
     200: {"model": IngestAccepted, "description": "the valid events were accepted"},
-    400: {"model": IngestBadRequest, "description": "unreadable body, or no valid event"},
-    **_WRITE_KEY_ERRORS,
-    408: {"model": RequestTimeout,
-          "description": "the body did not arrive within TRACKLANE_READ_TIMEOUT_S"},
-    413: {"model": BodyTooLarge, "description": "body over the limit (also after gunzip)"},
-    415: {"model": UnsupportedEncoding, "description": "a Content-Encoding other than gzip"},
-    **_REFUSED,
+    **errors("IngestError", *_BODY_ERRORS, E.INVALID_BODY, E.INVALID_EVENT, E.EVENT_TOO_LARGE,
+             E.TOO_MANY_EVENTS, E.REQUEST_TIMEOUT, *_WRITE_KEY_ERRORS, *_REFUSED,
+             base=_IngestError),
 }
 
 PIXEL_RESPONSES: Responses = {
     200: {"description": "a 1x1 transparent GIF: the hit was accepted",
           "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}}},
-    400: {"model": IngestBadRequest, "description": "the hit is not a valid event"},
-    **_WRITE_KEY_ERRORS,
-    **_REFUSED,
+    **errors("PixelError", E.INVALID_JSON, E.INVALID_EVENT, E.EVENT_TOO_LARGE,
+             *_WRITE_KEY_ERRORS, *_REFUSED),
 }
 
-_READ_ERRORS: Responses = {
-    401: {"model": ReadKeyError, "description": "no read key, or an unknown one"},
-    503: {"model": StoreUnavailable, "description": "this collector has no store"},
-}
-
-QUERY_RESPONSES: Responses = {
-    400: {"model": QueryBadRequest, "description": "a bad parameter, named in the message"},
-    **_READ_ERRORS,
-}
+QUERY_RESPONSES: Responses = errors("QueryError", E.INVALID_QUERY, E.INVALID_JSON,
+                                    *_READ_ERRORS)
 
 STATS_RESPONSES: Responses = {
     200: {"model": MinuteStats, "description": "one row per minute of [from, to)"},
@@ -233,29 +202,31 @@ ALERTS_RESPONSES: Responses = {
 
 SILENCES_RESPONSES: Responses = {
     200: {"model": Silences, "description": "the project's active and pending silences"},
-    **_READ_ERRORS,
+    **errors("SilencesError", *_READ_ERRORS),
 }
 
 CREATE_SILENCE_RESPONSES: Responses = {
     201: {"model": Silence, "description": "the silence was created"},
-    400: {"model": SilenceBadRequest, "description": "an unreadable or invalid silence"},
-    **_READ_ERRORS,
-    413: {"model": BodyTooLarge, "description": "body over 64 KB"},
-    415: {"model": UnsupportedEncoding, "description": "a Content-Encoding other than gzip"},
+    **errors("SilenceError", E.INVALID_SILENCE, *_BODY_ERRORS, *_READ_ERRORS),
 }
 
 EXPIRE_SILENCE_RESPONSES: Responses = {
     204: {"description": "the silence was expired"},
-    404: {"model": NotFound, "description": "no active silence with this id"},
-    **_READ_ERRORS,
+    **errors("ExpireError", E.SILENCE_NOT_FOUND, *_READ_ERRORS),
 }
+
+PERSON_RESPONSES: Responses = errors("PersonError", E.INVALID_PERSON_ID, E.PERSON_NOT_FOUND,
+                                     *_READ_ERRORS)
+
+ERASE_RESPONSES: Responses = errors("EraseError", E.INVALID_USER_ID, *_READ_ERRORS,
+                                    E.ERASURE_UNAVAILABLE, E.ERASURE_FAILED)
 
 SDK_RESPONSES: Responses = {
     200: {"description": "the file",
           "content": {"text/javascript": {"schema": {"type": "string"}}},
           "headers": {"ETag": {"schema": {"type": "string"}}}},
     304: {"description": "unchanged since the If-None-Match ETag"},
-    404: {"model": NotFound, "description": "not an SDK file, or the SDK is not built"},
+    **errors("SdkError", E.NOT_FOUND, E.SDK_NOT_BUILT),
 }
 
 READY_RESPONSES: Responses = {
@@ -271,21 +242,31 @@ METRICS_RESPONSES: Responses = {
 CLIENT_CONFIG_RESPONSES: Responses = {
     200: {"description": "the settings the library loads with: delivery to this collector, "
           "no destinations", "content": {"application/json": {"schema": {"type": "object"}}}},
-    400: {"model": WriteKeyError, "description": "no write key"},
-    401: {"model": WriteKeyError, "description": "an unknown write key (RudderStack)"},
-    404: {"model": WriteKeyError, "description": "an unknown write key (Segment)"},
+    # Segment's settings CDN answers an unknown key 404 (RudderStack's: 401).
+    **errors("SegmentSettingsError", E.MISSING_WRITE_KEY, E.INVALID_WRITE_KEY,
+             status={E.MISSING_WRITE_KEY: 400, E.INVALID_WRITE_KEY: 404}),
+}
+
+RUDDERSTACK_CONFIG_RESPONSES: Responses = {
+    200: CLIENT_CONFIG_RESPONSES[200],
+    **errors("SourceConfigError", E.MISSING_WRITE_KEY, E.INVALID_WRITE_KEY,
+             status={E.MISSING_WRITE_KEY: 400}),
 }
 
 BUNDLE_RESPONSES: Responses = {
     302: {"description": "the bundle's address on Segment's CDN",
           "headers": {"Location": {"schema": {"type": "string"}}}},
-    404: {"model": NotFound, "description": "not a bundle's file name"},
+    **errors("BundleError", E.NOT_FOUND),
 }
 
 PREFLIGHT_RESPONSES: Responses = {
     204: {"description": "CORS preflight answer"},
-    404: {"model": NotFound, "description": "a path no route takes (e.g. one with a newline)"},
+    **errors("PreflightError", E.NOT_FOUND),
 }
+
+# Answered by any route: the framework's own errors, and a failure of ours.
+COMMON_RESPONSES: Responses = errors("Error", E.METHOD_NOT_ALLOWED, E.HTTP_ERROR,
+                                     E.INTERNAL_ERROR)
 
 _ID = {"type": ["string", "number"], "maxLength": 200}
 _TIME = {"type": "string", "format": "date-time"}

@@ -18,6 +18,7 @@ from collector import openapi
 from collector.body import RequestError
 from collector.read_api import path_id, read_project
 from store.persons import Person, find_person
+from tracklane.errors import ErrorCode
 from tracklane.projects import Project, Projects
 
 
@@ -56,28 +57,6 @@ class PersonFound(BaseModel):
     person: PersonOut
 
 
-class _Error(BaseModel):
-    success: Literal[False]
-    message: str
-
-
-class InvalidPersonId(_Error):
-    error: Literal["invalid_person_id"]
-
-
-class PersonNotFound(_Error):
-    error: Literal["person_not_found"]
-
-
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": InvalidPersonId, "description": "an empty or over-long id"},
-    401: {"model": openapi.ReadKeyError, "description": "no read key, or an unknown one"},
-    404: {"model": PersonNotFound,
-          "description": "no counted event of the project carries the id or belongs to it"},
-    503: {"model": openapi.StoreUnavailable, "description": "this collector has no store"},
-}
-
-
 def persons_router(projects: Projects, store: Client | None) -> APIRouter:
     router = APIRouter(prefix="/v1/persons", tags=["persons"])
 
@@ -87,15 +66,15 @@ def persons_router(projects: Projects, store: Client | None) -> APIRouter:
 
     # `:path`, so that ids holding a slash (sent as %2F) reach the handler, and so does an
     # empty one, for a 400 rather than a 404.
-    @router.get("/{person_id:path}", response_model=PersonFound, responses=_RESPONSES)
+    @router.get("/{person_id:path}", response_model=PersonFound, responses=openapi.PERSON_RESPONSES)
     async def get_person(project: Annotated[Project, Depends(auth)],
                          person_id: str) -> PersonFound:
         """One person, by their user id or any of their anonymous ids."""
-        client = path_id(person_id, "id", "invalid_person_id", store)
+        client = path_id(person_id, "id", ErrorCode.INVALID_PERSON_ID, store)
         found = await asyncio.to_thread(find_person, client, project.id, person_id,
                                         project.order_events)
         if found is None:
-            raise RequestError(404, "person_not_found", "no person has this id in the project")
+            raise RequestError(ErrorCode.PERSON_NOT_FOUND, "no person has this id in the project")
         return PersonFound(success=True, person=_out(found))
 
     return router

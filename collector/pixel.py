@@ -23,6 +23,7 @@ from starlette.datastructures import QueryParams
 
 from collector.body import RequestError
 from tracklane.contract import PIXEL_DEFAULT_EVENT
+from tracklane.errors import ErrorCode
 
 # The smallest transparent 1x1 GIF (43 bytes).
 PIXEL_GIF = (
@@ -39,9 +40,9 @@ def pixel_message(params: QueryParams) -> dict[str, Any]:
         try:
             props = orjson.loads(params["p"])
         except orjson.JSONDecodeError:
-            raise RequestError(400, "invalid_json", "p: not valid JSON") from None
+            raise RequestError(ErrorCode.INVALID_JSON, "p: not valid JSON") from None
         if not isinstance(props, dict):
-            raise RequestError(400, "invalid_json", "p: must be a JSON object")
+            raise RequestError(ErrorCode.INVALID_JSON, "p: must be a JSON object")
     for key, value in params.multi_items():
         if key.startswith("p.") and len(key) > 2:
             props[key[2:]] = value
@@ -69,5 +70,5 @@ def _timestamp(raw: str) -> str:
         try:
             return datetime.fromtimestamp(int(raw) / 1000, UTC).isoformat()
         except (OverflowError, OSError, ValueError):  # past year 9999, or 4300+ digits
-            raise RequestError(400, "invalid_event", "ts: out of range") from None
+            raise RequestError(ErrorCode.INVALID_EVENT, "ts: out of range") from None
     return raw

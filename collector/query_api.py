@@ -25,6 +25,7 @@ from collector.query_answers import CustomersAnswer, KpisAnswer
 from collector.read_api import check_year, read_project, to_utc
 from store import analytics, attribution, customers, retention
 from store.analytics_errors import QueryError
+from tracklane.errors import ErrorCode
 from tracklane.projects import Project, Projects
 
 MAX_RANGE = timedelta(days=400)
@@ -154,11 +155,11 @@ def query_router(projects: Projects, store: Client | None) -> APIRouter:
 
     async def run(project: Project, query: Callable[[Client, str], _T]) -> _T:
         if store is None:
-            raise RequestError(503, "store_unavailable", "this collector has no store configured")
+            raise RequestError(ErrorCode.STORE_UNAVAILABLE)
         try:
             return await asyncio.to_thread(query, store, project.id)
         except QueryError as exc:
-            raise RequestError(400, "invalid_query", str(exc)) from None
+            raise RequestError(ErrorCode.INVALID_QUERY, str(exc)) from None
 
     @router.post("/kpis", response_model=KpisAnswer)
     async def kpis(project: Authed, q: KpisQuery) -> KpisAnswer:

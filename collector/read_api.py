@@ -13,6 +13,7 @@ from collector import openapi
 from collector.body import RequestError
 from store import queries
 from tracklane.contract import MAX_ID_LENGTH
+from tracklane.errors import ErrorCode
 from tracklane.metrics import Metrics
 from tracklane.projects import Project, Projects
 
@@ -30,17 +31,17 @@ def read_router(projects: Projects, store: Client | None, metrics: Metrics) -> A
     async def stats_minutes(request: Request) -> dict[str, Any]:
         project = read_project(request, projects)
         if store is None:
-            raise RequestError(503, "store_unavailable", "this collector has no store configured")
+            raise RequestError(ErrorCode.STORE_UNAVAILABLE)
         params = request.query_params
         event = params.get("event")
         if not event:
-            raise RequestError(400, "invalid_query", "event: required")
+            raise RequestError(ErrorCode.INVALID_QUERY, "event: required")
         start = parse_instant(params.get("from"), "from")
         end = parse_instant(params.get("to"), "to")
         if end <= start:
-            raise RequestError(400, "invalid_query", "to: must be after from")
+            raise RequestError(ErrorCode.INVALID_QUERY, "to: must be after from")
         if end - start > MAX_RANGE:
-            raise RequestError(400, "invalid_query", f"range: at most {MAX_RANGE.days} days")
+            raise RequestError(ErrorCode.INVALID_QUERY, f"range: at most {MAX_RANGE.days} days")
         rows = await asyncio.to_thread(queries.minute_stats, store, project.id, event, start, end)
         return {"rows": [
             {"minute": r.minute.strftime("%Y-%m-%dT%H:%M:%SZ"), "count": r.count,
@@ -56,36 +57,36 @@ def read_project(request: Request, projects: Projects) -> Project:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise RequestError(
-            401, "missing_read_key", "send the read key as 'Authorization: Bearer <key>'"
+            ErrorCode.MISSING_READ_KEY, "send the read key as 'Authorization: Bearer <key>'"
         )
     project = projects.by_read_key(token.strip())
     if project is None:
-        raise RequestError(401, "invalid_read_key", "unknown read key")
+        raise RequestError(ErrorCode.INVALID_READ_KEY, "unknown read key")
     return project
 
 
-def path_id(value: str, name: str, code: str, store: Client | None) -> Client:
+def path_id(value: str, name: str, code: ErrorCode, store: Client | None) -> Client:
     """Check an id taken from the path (users, persons) and that there is a store to ask."""
     if not value:
-        raise RequestError(400, code, f"{name}: required")
+        raise RequestError(code, f"{name}: required")
     if len(value) > MAX_ID_LENGTH:
-        raise RequestError(400, code, f"{name}: longer than {MAX_ID_LENGTH} characters")
+        raise RequestError(code, f"{name}: longer than {MAX_ID_LENGTH} characters")
     if store is None:
-        raise RequestError(503, "store_unavailable", "this collector has no store configured")
+        raise RequestError(ErrorCode.STORE_UNAVAILABLE)
     return store
 
 
 def parse_instant(raw: str | None, name: str) -> datetime:
     if not raw:
-        raise RequestError(400, "invalid_query", f"{name}: required (ISO 8601)")
+        raise RequestError(ErrorCode.INVALID_QUERY, f"{name}: required (ISO 8601)")
     try:
         ts = datetime.fromisoformat(raw.replace(" ", "+"))
     except ValueError:
-        raise RequestError(400, "invalid_query", f"{name}: not an ISO 8601 time") from None
+        raise RequestError(ErrorCode.INVALID_QUERY, f"{name}: not an ISO 8601 time") from None
     try:
         return to_utc(ts)
     except ValueError as exc:
-        raise RequestError(400, "invalid_query", f"{name}: {exc}") from None
+        raise RequestError(ErrorCode.INVALID_QUERY, f"{name}: {exc}") from None
 
 
 def to_utc(ts: datetime) -> datetime:

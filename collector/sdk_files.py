@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request, Response
 
 from collector import openapi
 from collector.body import RequestError
+from tracklane.errors import ErrorCode
 
 SERVED = ("tracklane.min.js", "tracklane.esm.js", "outbound.min.js")
 CACHE_CONTROL = "public, max-age=300, stale-while-revalidate=86400"
@@ -32,7 +33,7 @@ def sdk_router(sdk_dir: Path) -> APIRouter:
         try:
             mtime = path.stat().st_mtime
         except OSError:
-            raise RequestError(404, "sdk_not_built", f"{name} is not built: run "
+            raise RequestError(ErrorCode.SDK_NOT_BUILT, f"{name} is not built: run "
                                "'npm ci && npm run build' in sdk_js/") from None
         found = cache.get(name)
         if found is None or found[0] != mtime:
@@ -44,7 +45,7 @@ def sdk_router(sdk_dir: Path) -> APIRouter:
     @router.get("/sdk/{name}", response_class=Response, responses=openapi.SDK_RESPONSES)
     async def sdk(name: str, request: Request) -> Response:
         if name not in SERVED:
-            raise RequestError(404, "not_found", f"no SDK file {name!r}")
+            raise RequestError(ErrorCode.NOT_FOUND, f"no SDK file {name!r}")
         body, etag = load(name)
         headers = {"Cache-Control": CACHE_CONTROL, "ETag": etag,
                    "Access-Control-Allow-Origin": "*"}

@@ -34,6 +34,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from collector.delivery import LogProgress, LogReport
 from collector.ingest_log import CountRow, CountsWriter
+from tracklane.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class Upstream:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await self._body(receive)
         if body is None:
-            await _error(send, 413, "body_too_large",
+            await _error(send, ErrorCode.BODY_TOO_LARGE,
                          f"the body exceeds {self._config.max_body_bytes} bytes")
             return
         path = scope["path"] + (f"?{scope['query_string'].decode('latin-1')}"
@@ -164,7 +165,7 @@ class Upstream:
             answer = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
             log.error("owner of the store not reachable", extra={"error": repr(exc)})
-            await _error(send, 503, "store_unavailable",
+            await _error(send, ErrorCode.STORE_UNAVAILABLE,
                          "the store is not reachable; retry later")
             return
         try:
@@ -195,9 +196,9 @@ class Upstream:
         return b"".join(chunks)
 
 
-async def _error(send: Send, status: int, code: str, message: str) -> None:
-    body = orjson.dumps({"success": False, "error": code, "message": message})
-    await send({"type": "http.response.start", "status": status, "headers": [
+async def _error(send: Send, error: ErrorCode, message: str) -> None:
+    body = orjson.dumps({"success": False, "error": error.code, "message": message})
+    await send({"type": "http.response.start", "status": error.status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 

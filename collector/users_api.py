@@ -17,10 +17,12 @@ from clickhouse_connect.driver.client import Client
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
+from collector import openapi
 from collector.body import RequestError
 from collector.read_api import path_id, read_project
 from store.erasure import erase_user
 from tracklane.clock import Clock
+from tracklane.errors import ErrorCode
 from tracklane.projects import Project, Projects
 
 log = logging.getLogger(__name__)
@@ -46,31 +48,6 @@ class ErasureDone(BaseModel):
     sessions_rebuilt: int = Field(ge=0, description="(day, session) rows rebuilt")
 
 
-class _Error(BaseModel):
-    success: Literal[False]
-    message: str
-
-
-class InvalidUserId(_Error):
-    error: Literal["invalid_user_id"]
-
-
-class ReadKeyError(_Error):
-    error: Literal["missing_read_key", "invalid_read_key"]
-
-
-class EraseUnavailable(_Error):
-    error: Literal["store_unavailable", "erasure_failed"]
-
-
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": InvalidUserId, "description": "an empty or over-long user id"},
-    401: {"model": ReadKeyError, "description": "no read key, or an unknown one"},
-    503: {"model": EraseUnavailable,
-          "description": "no store, or the erasure failed part-way: retry the same request"},
-}
-
-
 def key_fingerprint(key: str) -> str:
     """Who asked, for the audit: a short SHA-256 of the read key, never the key."""
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -88,12 +65,12 @@ def users_router(projects: Projects, store: Client | None, clock: Clock,
 
     # `:path`, so that ids holding a slash (sent as %2F) reach the handler, and so does an
     # empty one, for a 400 rather than a 404.
-    @router.delete("/{user_id:path}", response_model=ErasureDone, responses=_RESPONSES)
+    @router.delete("/{user_id:path}", response_model=ErasureDone, responses=openapi.ERASE_RESPONSES)
     async def erase(caller: Annotated[Caller, Depends(auth)], user_id: str) -> dict[str, Any]:
         """Erase a user's events, their anonymous ids' events, links and aggregate shares."""
-        client = path_id(user_id, "user_id", "invalid_user_id", store)
+        client = path_id(user_id, "user_id", ErrorCode.INVALID_USER_ID, store)
         if not audit_key:
-            raise RequestError(503, "erasure_unavailable", "this collector has no secret "
+            raise RequestError(ErrorCode.ERASURE_UNAVAILABLE, "this collector has no secret "
                                "for the erasure audit: set TRACKLANE_SECRET")
         try:
             done = await asyncio.to_thread(
@@ -101,7 +78,7 @@ def users_router(projects: Projects, store: Client | None, clock: Clock,
                 requested_by=caller.key_fingerprint, requested_at=clock(), audit_key=audit_key)
         except Exception:
             log.exception("erasure failed", extra={"project": caller.project.id})
-            raise RequestError(503, "erasure_failed", "the erasure did not complete; "
+            raise RequestError(ErrorCode.ERASURE_FAILED, "the erasure did not complete; "
                                "retrying the same request is safe") from None
         log.info("user erased", extra={
             "project": done.project_id, "erasure_id": done.erasure_id,

@@ -31,6 +31,7 @@ from schemathesis.python import asgi as schemathesis_asgi
 
 from tests.pipeline import Pipeline, new_project, pipeline_settings, running_pipeline
 from tracklane.broker import TansuBroker
+from tracklane.errors import ErrorCode
 from tracklane.projects import Project
 from tracklane.settings import Settings
 
@@ -241,3 +242,30 @@ def test_raw_request_routes_document_their_bodies_and_errors(
                 error = components[ref.rsplit("/", 1)[1]]
                 assert {"success", "error", "message"} <= set(error["required"]), (
                     method, path, status)
+
+
+def test_openapi_lists_every_error_code_of_the_catalogue(
+    api: tuple[Any, dict[str, str]],
+) -> None:
+    """Codes are raised from tracklane/errors.py only (``RequestError`` takes an
+    ``ErrorCode``), and the document's error models are made from it: every code is there,
+    under its own status or the one a route documents for it, and nothing else is."""
+    schema, _ = api
+    document = schema.raw_schema
+    components = document["components"]["schemas"]
+    listed: dict[str, set[int]] = {}
+    for methods in document["paths"].values():
+        for operation in methods.values():
+            for status, response in operation["responses"].items():
+                content = response.get("content", {}).get("application/json", {})
+                ref = content.get("schema", {}).get("$ref", "")
+                error = components.get(ref.rsplit("/", 1)[-1], {}).get("properties", {})
+                for code in error.get("error", {}).get("enum", []):
+                    listed.setdefault(code, set()).add(int(status))
+    assert set(listed) == {error.code for error in ErrorCode}
+    # The per-event errors of a partly accepted batch, too.
+    assert set(components["EventError"]["properties"]["error"]["enum"]) == {
+        "invalid_event", "event_too_large"}
+    # Where a route answers a code with another status, that is documented (Segment's
+    # settings CDN answers an unknown key 404).
+    assert listed["invalid_write_key"] == {401, 404}

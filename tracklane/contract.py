@@ -18,15 +18,19 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tracklane.errors import ErrorCode
+
 ENVELOPE_VERSION = 1
 
 MessageType = Literal["track", "page", "screen", "identify", "group", "alias"]
+# The same, as values: the single-event routes and the documented schema use them.
+MESSAGE_TYPES: tuple[str, ...] = get_args(MessageType)
 # browser: a page sent it (our SDK, analytics.js, a beacon); pixel: the 1x1 GIF; mobile: an
 # app's SDK; server: a backend's library or any other HTTP client.
 Source = Literal["browser", "server", "pixel", "mobile"]
@@ -58,12 +62,16 @@ MAX_REVENUE = Decimal("99999999999999.9999")
 
 
 class ContractError(ValueError):
-    """An event breaks the contract; the message says which field and why, ``code`` what
+    """An event breaks the contract; the message says which field and why, ``error`` what
     the client is told (``invalid_event``, or ``event_too_large``)."""
 
-    def __init__(self, message: str, code: str = "invalid_event") -> None:
+    def __init__(self, message: str, error: ErrorCode = ErrorCode.INVALID_EVENT) -> None:
         super().__init__(message)
-        self.code = code
+        self.error = error
+
+    @property
+    def code(self) -> str:
+        return self.error.code
 
 
 def _id(value: str | int | None) -> str | None:
