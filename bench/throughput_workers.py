@@ -277,7 +277,7 @@ async def sink(spec: dict[str, Any]) -> dict[str, Any]:
     """The real StreamService (as ``tracklane up`` runs it) draining ``events`` records."""
     events = int(spec["events"])
     settings = _store_settings(spec, Path(spec["data_dir"]))
-    client = open_store(settings)
+    client = open_store(settings, migrations=True)
     metrics = Metrics()
     service = StreamService(settings.kafka(), settings.sink(assign_all=True), client, metrics)
     await service.start()
@@ -341,7 +341,7 @@ async def raw_insert(spec: dict[str, Any]) -> dict[str, Any]:
                             f"raw:{partition}:{offset // block}")
             for partition, offset, value in records]
     settings = _store_settings(spec, Path(spec["data_dir"]))
-    client = open_store(settings)
+    client = open_store(settings, migrations=True)
     columns = list(EVENT_COLUMNS)
     started = time.monotonic()
     window = CpuWindow(_watch(spec), me="insert")

@@ -85,23 +85,19 @@ PERSON = (
 )
 
 
-def ensure_identity_map(client: Client, database: str, credentials: str = "") -> None:
-    """(Re)create the ``identity_map`` dictionary over ``database``'s identities and load it.
-
-    ``credentials`` is the source's ``USER … PASSWORD …`` for a ClickHouse server whose
-    default user has a password; recreated at every start, so a rotated password is
-    picked up by a restart.
-    """
+def identity_map_ddl(database: str, credentials: str = "") -> str:
+    """The statement that (re)creates the ``identity_map`` dictionary over ``database``'s
+    identities; ``credentials`` is the source's ``USER … PASSWORD …`` for a ClickHouse
+    server whose default user has a password (a rotated password changes the statement,
+    so the next migrate recreates it)."""
     query = (f"SELECT cityHash64(toString(project_id), anonymous_id) AS key, "
              f"min(first_link).2 AS user_id, cityHash64(user_id) AS user_key "
              f"FROM {quote_name(database)}.identities GROUP BY project_id, anonymous_id")
     lo, hi = IDENTITY_MAP_LIFETIME
-    client.command(
-        f"CREATE OR REPLACE DICTIONARY {IDENTITY_MAP} "
-        "(key UInt64, user_id String, user_key UInt64) "
-        f"PRIMARY KEY key SOURCE(CLICKHOUSE(QUERY {quote_literal(query)} {credentials})) "
-        f"LAYOUT(HASHED()) LIFETIME(MIN {lo} MAX {hi})")
-    client.command(f"SYSTEM RELOAD DICTIONARY {IDENTITY_MAP}")
+    return (f"CREATE OR REPLACE DICTIONARY {IDENTITY_MAP} "
+            "(key UInt64, user_id String, user_key UInt64) "
+            f"PRIMARY KEY key SOURCE(CLICKHOUSE(QUERY {quote_literal(query)} {credentials})) "
+            f"LAYOUT(HASHED()) LIFETIME(MIN {lo} MAX {hi})")
 
 
 def reload_identity_map(client: Client) -> None:

@@ -15,6 +15,13 @@ from tests.pipeline import poll
 from tracklane.broker import free_port
 
 
+def migrate_store(env: dict[str, str]) -> None:
+    """``tracklane migrate`` on the store of ``env``, as compose runs it before the sink
+    (which only checks the schema)."""
+    subprocess.run([sys.executable, "-m", "tracklane.cli", "migrate"], env=env, check=True,
+                   capture_output=True, timeout=120)
+
+
 class StreamProcess:
     """One run of ``tracklane stream``; its /metrics is how the test watches it."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import socket
 import subprocess
@@ -12,6 +14,7 @@ import pytest
 
 from store.migrate import available_migrations
 from tracklane.broker import free_port
+from tracklane.projects import write_default_projects
 
 
 def tracklane(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -26,9 +29,49 @@ def test_migrate_applies_each_version_once(tmp_path: Path) -> None:
     versions = [m.version for m in available_migrations()]
     assert versions == list(range(1, len(versions) + 1))
     assert f"migrations applied: {versions}" in first.stdout
+    parts = _parts(dsn)
     again = tracklane("migrate", "--store", dsn, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "none (up to date)" in again.stdout
+    # Nothing changed: no TTL or dictionary statement ran again, and no part was
+    # rewritten (the lock's two rows are the only new data).
+    assert _parts(dsn) == parts
+
+
+def _parts(dsn: str) -> list[list[str]]:
+    """The store's active parts, but the migration lock's, with their modification times,
+    and the settings it recorded (read in a process of its own: one chDB path each)."""
+    script = (
+        "import json, sys\n"
+        "from store.client import create_client\n"
+        "c = create_client(sys.argv[1])\n"
+        "rows = c.query(\"SELECT table, name, toString(modification_time) FROM system.parts \"\n"
+        "  \"WHERE active AND database = currentDatabase() AND table != 'schema_lock' \"\n"
+        "  \"ORDER BY table, name\").result_rows\n"
+        "rows += c.query('SELECT name, digest FROM schema_settings ORDER BY name, applied_at'"
+        ").result_rows\n"
+        "print(json.dumps([[str(v) for v in r] for r in rows]))\n")
+    out = subprocess.run([sys.executable, "-c", script, dsn], check=True, capture_output=True,
+                         text=True, timeout=120).stdout
+    parts: list[list[str]] = json.loads(out)
+    return parts
+
+
+@pytest.mark.parametrize("command", ["stream", "alerts", "collector"])
+def test_a_store_behind_the_migrations_is_refused_not_migrated(
+        tmp_path: Path, command: str) -> None:
+    """Only `migrate` and `up` migrate: the others check the schema and run no DDL."""
+    dsn = f"chdb://{tmp_path / 'store'}"
+    env = {**os.environ, "TRACKLANE_STORE_DSN": dsn,
+           "TRACKLANE_ALERTS_FILE": str(tmp_path / "alerts.yaml")}
+    (tmp_path / "alerts.yaml").write_text("rules: []\n")
+    write_default_projects(tmp_path / "data" / "projects.toml")
+    result = subprocess.run([str(Path(sys.executable).parent / "tracklane"), command],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 2, result.stderr
+    latest = available_migrations()[-1].version
+    assert (f"the store's schema is at version 0000, this Tracklane needs {latest:04d}: run "
+            "`tracklane migrate`") in result.stderr
 
 
 def test_bad_configuration_is_reported_not_raised(tmp_path: Path) -> None:

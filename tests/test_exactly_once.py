@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.pipeline import Pipeline, pipeline_settings, poll, running_pipeline
-from tests.stream_process import StreamProcess, store_counts
+from tests.stream_process import StreamProcess, migrate_store, store_counts
 from tracklane.broker import TansuBroker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -61,6 +61,7 @@ async def test_sigkilled_stream_counts_every_accepted_event_once(
            "TRACKLANE_SESSION_TIMEOUT_MS": "6000",
            "TRACKLANE_CONSUMER_INSTANCE_ID": "sink-0",
            "TRACKLANE_PROGRESS_INTERVAL_S": "0.2"}
+    migrate_store(env)
     log = tmp_path / "stream.log"
     accepted: set[str] = set()
     started = time.monotonic()

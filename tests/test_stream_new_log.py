@@ -18,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from collector.producer import ensure_topic
-from tests.stream_process import StreamProcess, store_counts
+from tests.stream_process import StreamProcess, migrate_store, store_counts
 from tracklane.broker import TansuBroker
 from tracklane.contract import (
     RequestFacts,
@@ -84,6 +84,7 @@ async def test_records_ahead_of_an_interrupted_batch_in_a_new_log_are_stored(
                "TRACKLANE_DATA_DIR": str(tmp_path),
                "TRACKLANE_STORE_DSN": f"chdb://{store_dir}",
                "TRACKLANE_BATCH_MAX_RECORDS": str(ROUND)}
+        migrate_store(env)
         crashed = StreamProcess(env, tmp_path / "stream.log", "after_intent:2")
         assert await crashed.wait_exit(90) == -signal.SIGKILL
     assert store_counts(store_dir)["raw"] == ROUND  # X only
