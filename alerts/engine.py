@@ -26,7 +26,7 @@ from alerts.model import Finding, Notification, NotificationKind, Outbox, Pipeli
 from alerts.rules import AlertsFile, NotifierSpec, PipelineStaleRule, Rule
 from alerts.silences import Silence, silenced
 from alerts.state import AlertState, Policy, Status, Transition, advance, fingerprint
-from alerts.store import AlertStore
+from alerts.storage import AlertStore
 from tracklane.clock import Clock
 
 log = logging.getLogger(__name__)

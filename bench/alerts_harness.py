@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from alerts.engine import AlertEngine
 from alerts.model import Notification, NotificationKind
 from alerts.rules import AlertsFile, parse_rules
-from alerts.store import MemoryAlertStore
+from alerts.storage import MemoryAlertStore
 from bench.alerts_sim import (
     START,
     Shape,

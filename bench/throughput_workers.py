@@ -43,10 +43,11 @@ from tracklane.contract import (
     envelope_to_row,
     parse_message,
 )
+from tracklane.kafka import KafkaConfig
 from tracklane.logs import setup_logging
 from tracklane.metrics import Metrics
 from tracklane.runner import HttpServer, open_store
-from tracklane.settings import KafkaConfig, Settings
+from tracklane.settings import Settings
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -33,6 +33,7 @@ from collector.body import (
 )
 from collector.client_address import client_ip
 from collector.client_config import client_config_router
+from collector.config import CollectorConfig
 from collector.delivery import Delivery, NotAccepted
 from collector.enrich import anonymize_ip, parse_user_agent
 from collector.fastpath import Handler, IngestApp
@@ -64,7 +65,6 @@ from tracklane.contract import (
 from tracklane.errors import ErrorCode
 from tracklane.metrics import EXPOSITION_TYPE, Metrics
 from tracklane.projects import Project, Projects
-from tracklane.settings import CollectorConfig
 
 log = logging.getLogger(__name__)
 

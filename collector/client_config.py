@@ -25,9 +25,9 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from collector import openapi
 from collector.body import RequestError, basic_username
 from collector.client_address import client_scheme
+from collector.config import CollectorConfig
 from tracklane.errors import ErrorCode
 from tracklane.projects import Project, Projects
-from tracklane.settings import CollectorConfig
 
 # Long enough to spare a collector one fetch per page view, short enough that a revoked
 # key stops loading within minutes.

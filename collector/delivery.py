@@ -36,11 +36,11 @@ from dataclasses import dataclass, field, replace
 
 from aiokafka.errors import KafkaError
 
+from collector.config import DeliveryConfig
 from collector.producer import BrokerUnavailable, EventProducer, ensure_topic, generation_topic
 from collector.spool import Position, Record, Spool, SpoolFailed, SpoolFull
 from tracklane.errors import ErrorCode
 from tracklane.metrics import Metrics
-from tracklane.settings import DeliveryConfig
 
 log = logging.getLogger(__name__)
 

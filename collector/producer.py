@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from collector.partitioner import KeyPartitioner, key_partition
-from tracklane.settings import KafkaConfig
+from tracklane.kafka import KafkaConfig
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,12 @@ from clickhouse_connect.driver.client import Client
 
 from store import queries
 from store.queries import PartitionProgress
+from stream.config import SinkConfig
 from stream.faults import FaultPoint
 from stream.sink import DecodedBatch, EventSink, SourceRecord, token_epoch
 from tracklane.clock import Clock, utc_now
+from tracklane.kafka import KafkaConfig
 from tracklane.metrics import Metrics
-from tracklane.settings import KafkaConfig, SinkConfig
 
 log = logging.getLogger(__name__)
 

@@ -37,10 +37,10 @@ from pydantic import ValidationError
 from store import erased_ids, queries
 from store.erased_ids import ErasedIds
 from store.queries import BatchIntent
+from stream.config import SinkConfig
 from stream.faults import FaultPoint
 from tracklane.contract import Envelope, envelope_to_row
 from tracklane.metrics import Metrics
-from tracklane.settings import SinkConfig
 
 log = logging.getLogger(__name__)
 

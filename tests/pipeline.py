@@ -22,9 +22,10 @@ from collector.ingest_log import IngestLog, store_writer
 from collector.producer import EventProducer, ensure_topic
 from collector.spool import Spool, SpoolConfig
 from stream.consumer import StreamService
+from tracklane.kafka import KafkaConfig
 from tracklane.metrics import Metrics
 from tracklane.projects import Project, Projects
-from tracklane.settings import KafkaConfig, Settings
+from tracklane.settings import Settings
 
 
 def basic_auth(key: str) -> dict[str, str]:

@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from alerts.clickhouse_state import ClickHouseAlertStore
 from alerts.model import Finding, Verdict, Window
 from alerts.state import AlertState, Status, Transition, fingerprint
-from store.alert_queries import ClickHouseAlertStore
 from tests.pipeline import Pipeline, now_utc, pipeline_settings, running_pipeline
 from tracklane.broker import TansuBroker
 

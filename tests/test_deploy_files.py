@@ -90,7 +90,7 @@ def test_readme_documents_every_setting_and_ci_runs_its_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
     for name in Settings.model_fields:
         assert f"`TRACKLANE_{name.upper()}`" in readme, name
-    test_command = "ruff check . && mypy && python -m pytest -q"
+    test_command = "ruff check . && mypy && lint-imports && python -m pytest -q"
     assert test_command in readme
     assert test_command in (ROOT / ".ci" / "run").read_text()
 

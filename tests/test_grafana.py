@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from alerts.clickhouse_state import ClickHouseAlertStore
 from alerts.model import Finding, Verdict, Window
 from alerts.state import Status, Transition, fingerprint
 from store import queries
-from store.alert_queries import ClickHouseAlertStore
 from store.persons import COUNTED, PERSON, WITH_RECENT
 from tests.analytics_data import (
     CRAWLER,

@@ -14,7 +14,7 @@ from aiokafka.partitioner import murmur2 as kafka_murmur2
 from collector.partitioner import murmur2
 from collector.producer import EventProducer, ensure_topic
 from tracklane.broker import TansuBroker
-from tracklane.settings import KafkaConfig
+from tracklane.kafka import KafkaConfig
 
 
 def test_murmur2_is_kafkas_for_every_length_and_byte() -> None:

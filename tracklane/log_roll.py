@@ -37,9 +37,10 @@ from clickhouse_connect.driver.client import Client
 
 from collector.delivery import LogProgress, LogReport
 from collector.producer import delete_topic, ensure_topic, generation_topic
+from stream.config import SinkConfig
 from stream.consumer import StreamService
+from tracklane.kafka import KafkaConfig
 from tracklane.metrics import Metrics
-from tracklane.settings import KafkaConfig, SinkConfig
 
 log = logging.getLogger(__name__)
 

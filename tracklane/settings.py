@@ -1,102 +1,26 @@
 """Configuration: one pydantic-settings model read from ``TRACKLANE_*`` variables.
 
-Each part receives only the small config object it needs (``KafkaConfig``, ``SinkConfig``,
-…), built here, so no module reads the environment on its own.
+Each part receives only the small config object it needs, of a type it owns
+(``collector.config``, ``stream.config``, ``collector.spool.SpoolConfig``; the topic's
+``tracklane.kafka.KafkaConfig``), built here, so no module reads the environment on its
+own. Part of the composition: the stages never import it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from collector.client_address import Network, parse_trusted_proxies
+from collector.client_address import parse_trusted_proxies
+from collector.config import CollectorConfig, DeliveryConfig
 from collector.spool import SpoolConfig
+from stream.config import SinkConfig
 from tracklane.contract import TimeLimits
+from tracklane.kafka import KafkaConfig
 from tracklane.projects import RateLimit
-
-
-@dataclass(frozen=True, slots=True)
-class KafkaConfig:
-    bootstrap_servers: str
-    topic: str
-    partitions: int
-    produce_timeout_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryConfig:
-    kafka: KafkaConfig
-    # How long a request waits for Kafka's ack before its events go to the spool instead.
-    spool_after_s: float
-    replay_batch: int = 2000
-    replay_backoff_max_s: float = 5.0
-    # Older spooled records are set aside, not replayed: past the sink's dedup window, a
-    # copy it already stored would be counted twice.
-    max_replay_age_s: float = 47 * 3600.0
-    # How often a journal asks the sink what it has stored, and forgets that much.
-    trim_every_s: float = 1.0
-    # A journal forwards at most this often while its batches are not full: each
-    # forward is a record batch that Tansu keeps and lists at every fetch, and a pixel hit
-    # a batch of its own would make a thousand a second (it is answered once fsynced
-    # either way).
-    forward_every_s: float = 0.02
-
-
-@dataclass(frozen=True, slots=True)
-class CollectorConfig:
-    max_body_bytes: int
-    max_event_bytes: int
-    time_limits: TimeLimits
-    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (none by default).
-    trusted_proxies: tuple[Network, ...]
-    retry_after_s: int
-    read_timeout_s: float = 10.0
-    max_inflight_requests: int = 512
-    max_inflight_bytes: int = 64 * 1024 * 1024
-    max_requests_per_client: int = 64
-    default_rate_limit: RateLimit | None = None
-    # Per (project, client address): one client cannot use up a project's capacity.
-    client_rate_limit: RateLimit | None = None
-    # The collector's address as clients reach it, e.g. "https://t.example.com"; the
-    # settings Segment's libraries fetch name it. Without it, the request's own host.
-    public_url: str | None = None
-    # Where analytics.js's bundles are sent on to (see collector/client_config.py).
-    segment_cdn: str = "https://cdn.segment.com"
-    # Keys the erasure audit's hash of each erased user id (see store/erasure.py).
-    audit_key: bytes = b""
-
-
-@dataclass(frozen=True, slots=True)
-class SinkConfig:
-    group_id: str
-    max_batch_records: int
-    max_batch_wait_ms: int
-    dedup_window: timedelta
-    session_timeout_ms: int
-    # Static group membership (KIP-345): a restarted member with the same id takes its
-    # partitions back at once instead of waiting out the session timeout.
-    instance_id: str | None
-    # Own every partition without a consumer group (one process owns the whole topic).
-    assign_all: bool
-    progress_interval_s: float
-    fault: str
-    # The install's secret: the erased ids are HMACs under it (store/erased_ids.py).
-    erasure_key: bytes = b""
-    # The broker's log started empty with this process (`up`: Tansu keeps it in memory),
-    # and journals replay into it: after finishing an interrupted batch, read it from the
-    # start (see StreamService._recover).
-    log_starts_empty: bool = False
-    # The topic is a new generation of a log whose earlier ones were inserted whole: read
-    # it from its start as a new epoch, with no stored batch to finish (`up`'s roll).
-    fresh_log: bool = False
-    # How long a fetch may wait on the broker for how many bytes (aiokafka's defaults:
-    # 500 ms, 1 byte); see run_up for why `up` waits longer.
-    fetch_max_wait_ms: int = 500
-    fetch_min_bytes: int = 1
 
 
 class Settings(BaseSettings):
