@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+from clickhouse_connect.driver.client import Client
 
 from collector.enrich import anonymize_ip, parse_user_agent
 from tracklane.contract import (
@@ -129,3 +130,16 @@ def test_ip_anonymization_and_user_agents() -> None:
     assert (iphone.os, iphone.device_type, iphone.is_bot) == ("iOS", "mobile", False)
     bot = parse_user_agent("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)")
     assert bot.is_bot and bot.device_type == "bot"
+
+
+def test_the_row_is_the_events_table_the_migrations_create(store: Client) -> None:
+    """``EVENT_COLUMNS`` (and so ``envelope_to_row``) name the table's columns, in order,
+    and every envelope field is stored in the column of its name, in the envelope's
+    order."""
+    columns = [row[0] for row in store.query(
+        "SELECT name FROM system.columns WHERE database = currentDatabase() "
+        "AND table = 'events' ORDER BY position").result_rows]
+    assert tuple(columns) == EVENT_COLUMNS
+    # In the same order (the envelope's version is the contract's, not a column).
+    fields = [name for name in Envelope.model_fields if name != "v"]
+    assert fields == [column for column in EVENT_COLUMNS if column in Envelope.model_fields]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -448,40 +448,48 @@ def parse_message(raw: Any, default_type: str | None = None) -> InboundMessage:
         raise ContractError(f"{where}: {first['msg']}") from None
 
 
-# Columns of the raw ``events`` table, in insert order. ``envelope_to_row`` follows it.
-EVENT_COLUMNS: tuple[str, ...] = (
-    "project_id", "message_id", "type", "event", "timestamp", "received_at", "sent_at",
-    "anonymous_id", "user_id", "distinct_id", "session_id", "group_id", "previous_id",
-    "url", "path", "title", "referrer", "referrer_domain",
-    "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
-    "click_id", "click_id_type",
-    "browser", "browser_version", "os", "os_version", "device_type", "is_bot",
-    "source", "excluded", "ip", "locale", "library_name", "library_version",
-    "revenue", "currency", "properties", "traits",
-    "kafka_partition", "kafka_offset", "batch_token",
-)
-assert EVENT_COLUMNS[-1] == "batch_token"  # the sink sets a row's token last (stream/sink.py)
-
-
 def _ms(at: datetime) -> int:
     # DateTime64(3) as ClickHouse stores it: clickhouse-connect passes ints through, and
     # converting its datetimes in Python cost the sink's insert a twentieth of its time.
     return (math.floor(at.timestamp()) * 1_000_000 + at.microsecond) // 1000
 
 
-def envelope_to_row(env: Envelope, partition: int, offset: int, token: str) -> list[Any]:
-    """One ``events`` row in ``EVENT_COLUMNS`` order, times as epoch milliseconds."""
-    return [
-        env.project_id, env.message_id, env.type, env.event, _ms(env.timestamp),
-        _ms(env.received_at), None if env.sent_at is None else _ms(env.sent_at),
-        env.anonymous_id, env.user_id, env.user_id or env.anonymous_id,
-        env.session_id, env.group_id, env.previous_id,
-        env.url, env.path, env.title, env.referrer, env.referrer_domain,
-        env.utm_source, env.utm_medium, env.utm_campaign, env.utm_term, env.utm_content,
-        env.click_id, env.click_id_type,
-        env.browser, env.browser_version, env.os, env.os_version, env.device_type,
-        int(env.is_bot), env.source, env.excluded, env.ip, env.locale, env.library_name,
-        env.library_version,
-        env.revenue, env.currency, env.properties, env.traits,
-        partition, offset, token,
-    ]
+# The raw ``events`` row, in insert order: each column, and how it is read from an
+# envelope ``e`` when it is not ``e.<column>``. ``EVENT_COLUMNS`` and ``envelope_to_row``
+# are made from it, and tests/test_contract.py checks it against the columns the
+# migrations create.
+_ROW: tuple[tuple[str, str | None], ...] = (
+    ("project_id", None), ("message_id", None), ("type", None), ("event", None),
+    ("timestamp", "_ms(e.timestamp)"), ("received_at", "_ms(e.received_at)"),
+    ("sent_at", "None if e.sent_at is None else _ms(e.sent_at)"),
+    ("anonymous_id", None), ("user_id", None), ("distinct_id", "e.user_id or e.anonymous_id"),
+    ("session_id", None), ("group_id", None), ("previous_id", None),
+    ("url", None), ("path", None), ("title", None), ("referrer", None),
+    ("referrer_domain", None),
+    ("utm_source", None), ("utm_medium", None), ("utm_campaign", None), ("utm_term", None),
+    ("utm_content", None), ("click_id", None), ("click_id_type", None),
+    ("browser", None), ("browser_version", None), ("os", None), ("os_version", None),
+    ("device_type", None), ("is_bot", "int(e.is_bot)"),
+    ("source", None), ("excluded", None), ("ip", None), ("locale", None),
+    ("library_name", None), ("library_version", None),
+    ("revenue", None), ("currency", None), ("properties", None), ("traits", None),
+    # Where the sink read the envelope, and its batch's token (set last: stream/sink.py).
+    ("kafka_partition", "partition"), ("kafka_offset", "offset"), ("batch_token", "token"),
+)
+EVENT_COLUMNS: tuple[str, ...] = tuple(column for column, _ in _ROW)
+
+
+def _row_builder() -> Callable[[Envelope, int, int, str], list[Any]]:
+    """``envelope_to_row``, compiled from ``_ROW`` once, as ``dataclasses`` compiles
+    ``__init__``: a list display reads a row in 2.1 µs, a getter per column in 3.3 µs (4%
+    of the sink's time per event)."""
+    body = ", ".join(expression or f"e.{column}" for column, expression in _ROW)
+    namespace: dict[str, Any] = {"_ms": _ms}
+    exec(f"def envelope_to_row(e, partition, offset, token):\n    return [{body}]\n",
+         namespace)
+    built: Callable[[Envelope, int, int, str], list[Any]] = namespace["envelope_to_row"]
+    built.__doc__ = "One ``events`` row in ``EVENT_COLUMNS`` order, times as epoch ms."
+    return built
+
+
+envelope_to_row = _row_builder()
