@@ -20,8 +20,8 @@ from alerts.rules import (
     VolumeRule,
     ZeroTrafficRule,
 )
+from alerts.simulation import poisson
 from alerts.stats import binom_cdf, median, poisson_cdf, poisson_sf
-from bench.alerts_sim import poisson
 
 MINUTE = timedelta(minutes=1)
 END = datetime(2024, 3, 20, 12, 0, tzinfo=UTC)  # a Wednesday; end of the last closed minute
