@@ -560,7 +560,7 @@ class TimedRollups:
             self.spent += time.perf_counter() - t
 
 
-def test_detector_math_is_well_under_a_millisecond() -> None:
+def test_detector_math_is_microseconds_not_a_scan_per_minute() -> None:
     r = funnel_history(14, END - timedelta(days=7), END)
     r.fill("checkout", END - timedelta(days=7), END, 200, random.Random(15))
     timed = TimedRollups(r)
@@ -571,7 +571,9 @@ def test_detector_math_is_well_under_a_millisecond() -> None:
         findings += [detect(rule, timed, END) for rule in rules]
     own = (time.perf_counter() - started - timed.spent) / 100
     assert all(f.verdict == Verdict.OK for f in findings)
-    assert own < 1e-3, f"{own * 1e6:.0f} us of detector math per detect()"
+    # About 70 us here; the bound is the order of magnitude only (a loaded CI machine).
+    # bench.alerts_harness prints the cost per evaluation tick.
+    assert own < 5e-3, f"{own * 1e6:.0f} us of detector math per detect()"
 
 
 def test_pipeline_partition_without_a_watermark_is_said_plainly() -> None:

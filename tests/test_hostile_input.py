@@ -16,14 +16,12 @@ JSON whatever its label, and anything else is ``invalid_json``.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import http.client
 import json
-import os
 import select
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, MutableMapping
@@ -41,6 +39,7 @@ from starlette.datastructures import QueryParams
 
 from collector.body import RequestError
 from collector.pixel import pixel_message
+from tests.collector_process import CollectorProcess, collector_env
 from tests.pipeline import (
     Pipeline,
     basic_auth,
@@ -673,28 +672,15 @@ def real_collector(
         f'[[project]]\nid = "{project.id}"\nwrite_keys = ["{project.write_keys[0]}"]\n'
         f'read_keys = ["{project.read_keys[0]}"]\nallowed_origins = ["*"]\n')
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKLANE_")}
-    env.update({
-        "TRACKLANE_KAFKA_BOOTSTRAP": broker.bootstrap_servers,
-        "TRACKLANE_HOST": "127.0.0.1", "TRACKLANE_PORT": str(port),
-        "TRACKLANE_DATA_DIR": str(workdir), "TRACKLANE_TOPIC": f"slow-{uuid.uuid4().hex[:8]}",
-        "TRACKLANE_TOPIC_PARTITIONS": "1", "TRACKLANE_LOG_LEVEL": "WARNING",
-        "TRACKLANE_READ_TIMEOUT_S": str(READ_TIMEOUT_S),
-    })
-    err = (workdir / "collector.err").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "tracklane.cli", "collector"],
-                               cwd=workdir, env=env, stdout=err, stderr=err)
+    env = collector_env(broker.bootstrap_servers, f"slow-{uuid.uuid4().hex[:8]}",
+                        workdir / "projects.toml", port, workdir, topic_partitions=1,
+                        log_level="WARNING", read_timeout_s=READ_TIMEOUT_S)
+    collector = CollectorProcess(env, port, workdir / "collector.err")
     try:
-        deadline = time.monotonic() + 30
-        while _status(port, "GET", "/healthz") != 200:
-            assert process.poll() is None, (workdir / "collector.err").read_text()
-            assert time.monotonic() < deadline, "the collector did not start"
-            time.sleep(0.1)
+        asyncio.run(collector.wait_healthy())
         yield port, project
     finally:
-        process.kill()  # nothing here needs a graceful stop
-        process.wait()
-        err.close()
+        collector.kill()  # nothing here needs a graceful stop
 
 
 READ_TIMEOUT_S = 1.0
