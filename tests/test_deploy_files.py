@@ -13,6 +13,7 @@ import yaml
 from alerts.rules import load_rules
 from alerts.service import check_projects
 from tracklane.cli import _parser, main
+from tracklane.config_doc import render
 from tracklane.projects import ProjectsFileError, load_projects, new_keys
 from tracklane.settings import Settings
 
@@ -86,10 +87,17 @@ def test_dockerfile_installs_the_package_and_runs_the_cli() -> None:
     assert sdk and f"TRACKLANE_SDK_DIR={sdk.group(1)}" in text
 
 
-def test_readme_documents_every_setting_and_ci_runs_its_test_command() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_the_configuration_reference_is_generated_and_current() -> None:
+    """docs/configuration.md is what tracklane/config_doc.py makes of the settings' field
+    docstrings: every setting, its default and what it means."""
+    reference = (ROOT / "docs" / "configuration.md").read_text()
+    assert reference == render(), "run: python -m tracklane.config_doc > docs/configuration.md"
     for name in Settings.model_fields:
-        assert f"`TRACKLANE_{name.upper()}`" in readme, name
+        assert f"| `TRACKLANE_{name.upper()}` |" in reference, name
+
+
+def test_ci_runs_readmes_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
     test_command = "ruff check . && mypy && lint-imports && python -m pytest -q"
     assert test_command in readme
     assert test_command in (ROOT / ".ci" / "run").read_text()

@@ -18,7 +18,7 @@ from tests.sdk_js import Site, up_site
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+SDK_DOC = Path(__file__).resolve().parent.parent / "docs" / "sdk.md"
 LOCAL = "http://127.0.0.1:8080"
 
 # scenario -> the exact counts it must leave in the pipeline
@@ -100,11 +100,11 @@ def test_pixel_in_an_img_tag_counts_once(site: Site) -> None:
 
 
 def readme_snippet() -> str:
-    text = README.read_text()
+    text = SDK_DOC.read_text()
     block = text.split("<!-- tracklane:snippet:start -->")[1].split(
         "<!-- tracklane:snippet:end -->")[0]
     found = re.search(r"```html\n(.*?)```", block, re.S)
-    assert found, "README's snippet block has no html code"
+    assert found, "docs/sdk.md's snippet block has no html code"
     return found.group(1)
 
 

@@ -1,6 +1,6 @@
-"""README's "Switching from Segment or RudderStack", run as written against `tracklane up`.
+"""docs/switching.md, run as written against `tracklane up`.
 
-Each block of that section is taken from README.md, its host and key substituted, and used
+Each block of that file is taken from it, its host and key substituted, and used
 with the unchanged library: the npm packages bundled into a page served from another
 origin and driven in chromium, analytics-node in node, the Python libraries in a fresh
 interpreter. Each scenario has its own project; counts are checked exactly.
@@ -27,7 +27,7 @@ from tests.sdk_js import Site, up_site
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+README = ROOT / "docs" / "switching.md"
 LOCAL = "http://127.0.0.1:8080"
 SCRIPT = "e2e/switching.mjs"
 CALLS = {"page_view": 1, "Clicked": 5, "identify": 1}  # what e2e/switching.mjs's calls send
@@ -53,10 +53,10 @@ PROJECTS = [*BROWSER, "ajs_node", "segment_python", "rudder_python", "kotlin"]
 
 
 def readme_block(name: str) -> str:
-    """The code block under ``<!-- tracklane:switch:<name> -->`` in README."""
+    """The code block under ``<!-- tracklane:switch:<name> -->`` in docs/switching.md."""
     found = re.search(rf"<!-- tracklane:switch:{re.escape(name)} -->\n```\w+\n(.*?)```",
                       README.read_text(), re.S)
-    assert found, f"README has no switch block {name!r}"
+    assert found, f"docs/switching.md has no switch block {name!r}"
     return found.group(1)
 
 
