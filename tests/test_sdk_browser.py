@@ -99,7 +99,7 @@ def test_pixel_in_an_img_tag_counts_once(site: Site) -> None:
     check(site, "pixel")
 
 
-def readme_snippet() -> str:
+def sdk_doc_snippet() -> str:
     text = SDK_DOC.read_text()
     block = text.split("<!-- tracklane:snippet:start -->")[1].split(
         "<!-- tracklane:snippet:end -->")[0]
@@ -108,16 +108,16 @@ def readme_snippet() -> str:
     return found.group(1)
 
 
-def test_readme_snippet_is_the_built_one() -> None:
+def test_sdk_doc_snippet_is_the_built_one() -> None:
     built = (sdk_js.DIST / "snippet.txt").read_text()
     expected = built.replace("https://COLLECTOR", LOCAL).replace("WRITE_KEY", "YOUR_WRITE_KEY")
-    assert readme_snippet() == expected
+    assert sdk_doc_snippet() == expected
 
 
-def test_readme_snippet_on_a_plain_static_page_records_page_views_and_an_event(
+def test_sdk_doc_snippet_on_a_plain_static_page_records_page_views_and_an_event(
     site: Site, tmp_path: Path,
 ) -> None:
-    snippet = readme_snippet().replace(LOCAL, site.base).replace(
+    snippet = sdk_doc_snippet().replace(LOCAL, site.base).replace(
         "YOUR_WRITE_KEY", Site.keys("readme")[0])
     (tmp_path / "index.html").write_text(
         "<!doctype html>\n<html><head><title>Plain page</title>\n" + snippet +

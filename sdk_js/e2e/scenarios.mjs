@@ -4,7 +4,7 @@
 //
 // config: {collector, writeKey, readKey, url?}. Test pages are served from a second origin (a
 // small static server here), so every send is cross-origin, as on a customer's site.
-// The SDK is loaded by the README's loader snippet from the collector's /sdk/ path.
+// The SDK is loaded by docs/sdk.md's loader snippet from the collector's /sdk/ path.
 // Each scenario prints one JSON line describing what the browser saw; the pytest side
 // reads the counts back from the pipeline and checks them.
 import { readFileSync } from "node:fs";
@@ -204,7 +204,7 @@ const scenarios = {
     return { naturalWidths: sizes };
   },
 
-  /** A page given by URL (the README snippet on another static server); waits for delivery. */
+  /** A page given by URL (docs/sdk.md's snippet on another static server); waits for delivery. */
   async visit({ page }) {
     const seen = watch(page);
     const ok = page.waitForResponse((r) => r.url().endsWith("/v1/batch") && r.status() === 200, { timeout: TIMEOUT });

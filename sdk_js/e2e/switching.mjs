@@ -5,7 +5,7 @@
 //
 // config: {collector, writeKey, readKey, code, global, event} and, for `outage`,
 // {requests, resends, reload}. `code` is
-// one of README's "Switching" blocks, host and key substituted; it is bundled by esbuild as
+// one of docs/switching.md's blocks, host and key substituted; it is bundled by esbuild as
 // a site would bundle it, and `global` names what it exports (analytics, rudderAnalytics).
 // Each scenario prints one JSON line; the pytest side checks the exact counts.
 import { build } from "esbuild";
@@ -18,7 +18,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const { scenario, cfg } = args();
 const collector = new URL(cfg.collector).origin;
 
-/** README's block bundled for the page, as a site's build would: `window.vendor` holds
+/** docs/switching.md's block bundled for the page, as a site's build would: `window.vendor` holds
  * what it exports. */
 async function bundle() {
   const result = await build({
@@ -130,7 +130,7 @@ const browserScenarios = {
     return log;
   },
 
-  /** Segment's snippet, as README shows it, on a page reached from a campaign link
+  /** Segment's snippet, as docs/switching.md shows it, on a page reached from a campaign link
    * (`ajs_event`), which makes analytics.js load its query-string bundle. The snippet
    * loads analytics.js from Segment's CDN: here that is the npm package's own build. */
   async snippet({ page, context, base }) {
