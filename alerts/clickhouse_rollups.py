@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from clickhouse_connect.driver.client import Client
 
-from alerts.model import PipelineProgress, Totals
+from tracklane.alerts.model import PipelineProgress, Totals
 
 _DAY = timedelta(days=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

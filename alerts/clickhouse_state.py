@@ -11,10 +11,10 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from alerts.codec import finding_to_dict, iso, state_from_json, state_to_json
-from alerts.model import Finding
-from alerts.silences import Silence
-from alerts.state import AlertState, Transition
+from tracklane.alerts.codec import finding_to_dict, iso, state_from_json, state_to_json
+from tracklane.alerts.model import Finding
+from tracklane.alerts.silences import Silence
+from tracklane.alerts.state import AlertState, Transition
 
 _TRANSITION_COLUMNS = [
     "at", "project_id", "rule", "fingerprint", "kind", "severity", "labels", "from_status",

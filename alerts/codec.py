@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from alerts.model import Finding, Verdict, Window
-from alerts.state import AlertState, Status
+from tracklane.alerts.model import Finding, Verdict, Window
+from tracklane.alerts.state import AlertState, Status
 
 
 def iso(ts: datetime | None) -> str | None:

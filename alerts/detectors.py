@@ -40,15 +40,15 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from alerts.model import Finding, PipelineProgress, Rollups, Totals, Verdict, Window
-from alerts.rules import (
+from tracklane.alerts.model import Finding, PipelineProgress, Rollups, Totals, Verdict, Window
+from tracklane.alerts.rules import (
     ConversionRule,
     PipelineStaleRule,
     ThresholdRule,
     VolumeRule,
     ZeroTrafficRule,
 )
-from alerts.stats import binom_cdf, median, poisson_cdf, poisson_sf
+from tracklane.alerts.stats import binom_cdf, median, poisson_cdf, poisson_sf
 
 BusinessRule = VolumeRule | ZeroTrafficRule | ConversionRule | ThresholdRule
 SeasonalRule = VolumeRule | ZeroTrafficRule | ConversionRule

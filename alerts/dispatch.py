@@ -17,9 +17,9 @@ from datetime import timedelta
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from alerts.model import Notification
-from alerts.notifiers import DEFAULT_VALIDITY, NotifyError, send
-from alerts.rules import NotifierSpec
+from tracklane.alerts.model import Notification
+from tracklane.alerts.notifiers import DEFAULT_VALIDITY, NotifyError, send
+from tracklane.alerts.rules import NotifierSpec
 from tracklane.clock import Clock
 
 log = logging.getLogger(__name__)

@@ -20,13 +20,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from alerts.detectors import BusinessRule, detect, detect_pipeline
-from alerts.metrics import AlertMetrics
-from alerts.model import Finding, Notification, NotificationKind, Outbox, PipelineProgress, Rollups
-from alerts.rules import AlertsFile, NotifierSpec, PipelineStaleRule, Rule
-from alerts.silences import Silence, silenced
-from alerts.state import AlertState, Policy, Status, Transition, advance, fingerprint
-from alerts.storage import AlertStore
+from tracklane.alerts.detectors import BusinessRule, detect, detect_pipeline
+from tracklane.alerts.metrics import AlertMetrics
+from tracklane.alerts.model import (
+    Finding,
+    Notification,
+    NotificationKind,
+    Outbox,
+    PipelineProgress,
+    Rollups,
+)
+from tracklane.alerts.rules import AlertsFile, NotifierSpec, PipelineStaleRule, Rule
+from tracklane.alerts.silences import Silence, silenced
+from tracklane.alerts.state import AlertState, Policy, Status, Transition, advance, fingerprint
+from tracklane.alerts.storage import AlertStore
 from tracklane.clock import Clock
 
 log = logging.getLogger(__name__)

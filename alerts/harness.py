@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from alerts.engine import AlertEngine
-from alerts.model import Notification, NotificationKind
-from alerts.rules import AlertsFile, parse_rules
-from alerts.simulation import (
+from tracklane.alerts.engine import AlertEngine
+from tracklane.alerts.model import Notification, NotificationKind
+from tracklane.alerts.rules import AlertsFile, parse_rules
+from tracklane.alerts.simulation import (
     START,
     Shape,
     SimRollups,
@@ -27,7 +27,7 @@ from alerts.simulation import (
     holiday_factor,
     window_factor,
 )
-from alerts.storage import MemoryAlertStore
+from tracklane.alerts.storage import MemoryAlertStore
 
 DAY = 1440
 HISTORY_DAYS = 7

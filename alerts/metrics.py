@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from alerts.state import Status
+from tracklane.alerts.state import Status
 
 
 class AlertMetrics:

@@ -20,9 +20,9 @@ from typing import Any
 
 import httpx
 
-from alerts.codec import iso
-from alerts.model import Notification, NotificationKind
-from alerts.rules import NotifierSpec
+from tracklane.alerts.codec import iso
+from tracklane.alerts.model import Notification, NotificationKind
+from tracklane.alerts.rules import NotifierSpec
 
 SECRET_PREFIX = "whsec_"
 # Standard Webhooks receivers reject timestamps further than this from their clock.

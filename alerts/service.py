@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from clickhouse_connect.driver.client import Client
 from prometheus_client import CollectorRegistry
 
-from alerts.clickhouse_rollups import ClickHouseRollups, pipeline_progress
-from alerts.clickhouse_state import ClickHouseAlertStore
-from alerts.dispatch import Dispatcher, NotifyMetrics
-from alerts.engine import AlertEngine, TickReport
-from alerts.metrics import AlertMetrics
-from alerts.model import Notification, PipelineProgress
-from alerts.rules import AlertsFile, RulesFileError
+from tracklane.alerts.clickhouse_rollups import ClickHouseRollups, pipeline_progress
+from tracklane.alerts.clickhouse_state import ClickHouseAlertStore
+from tracklane.alerts.dispatch import Dispatcher, NotifyMetrics
+from tracklane.alerts.engine import AlertEngine, TickReport
+from tracklane.alerts.metrics import AlertMetrics
+from tracklane.alerts.model import Notification, PipelineProgress
+from tracklane.alerts.rules import AlertsFile, RulesFileError
 from tracklane.clock import Clock, utc_now
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from alerts.model import PipelineProgress, Totals
+from tracklane.alerts.model import PipelineProgress, Totals
 
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday, 00:00 UTC
 PEAK_SESSIONS = 1000.0  # per minute, at the afternoon peak of a weekday

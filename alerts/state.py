@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from alerts.model import Finding, Verdict
+from tracklane.alerts.model import Finding, Verdict
 
 
 class Status(StrEnum):

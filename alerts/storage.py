@@ -7,8 +7,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
-from alerts.silences import Silence
-from alerts.state import AlertState, Transition
+from tracklane.alerts.silences import Silence
+from tracklane.alerts.state import AlertState, Transition
 
 
 class AlertStore(Protocol):

@@ -10,7 +10,7 @@ import statistics
 import sys
 import time
 
-from alerts.harness import HISTORY_DAYS, acceptance, evaluate, table
+from tracklane.alerts.harness import HISTORY_DAYS, acceptance, evaluate, table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,10 +28,10 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from store import analytics
-from store.client import create_client
-from store.migrate import RetentionConfig, migrate
-from store.persons import RECENT_LINKS, reload_identity_map
+from tracklane.store import analytics
+from tracklane.store.client import create_client
+from tracklane.store.migrate import RetentionConfig, migrate
+from tracklane.store.persons import RECENT_LINKS, reload_identity_map
 
 PROJECT = "bench"
 END = datetime(2026, 11, 1, tzinfo=UTC)

@@ -17,16 +17,16 @@ from pathlib import Path
 
 import httpx
 
-from collector.app import CollectorDeps, create_app
-from collector.delivery import Delivery
-from collector.producer import EventProducer, ensure_topic
-from store.client import create_client
-from store.migrate import RetentionConfig, migrate
-from stream.consumer import StreamService
 from tracklane.broker import TansuBroker
+from tracklane.collector.app import CollectorDeps, create_app
+from tracklane.collector.delivery import Delivery
+from tracklane.collector.producer import EventProducer, ensure_topic
 from tracklane.metrics import Metrics
 from tracklane.projects import Project, Projects
 from tracklane.settings import Settings
+from tracklane.store.client import create_client
+from tracklane.store.migrate import RetentionConfig, migrate
+from tracklane.stream.consumer import StreamService
 
 
 async def main(events: int, batch: int, concurrency: int) -> None:

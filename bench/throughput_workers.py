@@ -28,12 +28,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from fastapi import FastAPI
 
 from bench.loadgen import CpuWindow, batch_template, fill
-from collector.enrich import anonymize_ip, parse_user_agent
-from collector.partitioner import KeyPartitioner
-from collector.pixel import PIXEL_GIF
-from collector.producer import ensure_topic
-from stream.consumer import StreamService
 from tracklane.cli import run_loop
+from tracklane.collector.enrich import anonymize_ip, parse_user_agent
+from tracklane.collector.partitioner import KeyPartitioner
+from tracklane.collector.pixel import PIXEL_GIF
+from tracklane.collector.producer import ensure_topic
 from tracklane.contract import (
     EVENT_COLUMNS,
     Envelope,
@@ -48,6 +47,7 @@ from tracklane.logs import setup_logging
 from tracklane.metrics import Metrics
 from tracklane.runner import HttpServer, open_store
 from tracklane.settings import Settings
+from tracklane.stream.consumer import StreamService
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -14,14 +14,14 @@ from clickhouse_connect.driver.client import Client
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from alerts import clickhouse_state as alert_queries
-from alerts.clickhouse_state import ClickHouseAlertStore
-from alerts.codec import finding_to_dict, iso
-from alerts.silences import Silence, new_silence_id
-from collector import openapi
-from collector.body import RequestError, decode_json, read_body
-from collector.read_api import check_year, parse_instant, read_project
+from tracklane.alerts import clickhouse_state as alert_queries
+from tracklane.alerts.clickhouse_state import ClickHouseAlertStore
+from tracklane.alerts.codec import finding_to_dict, iso
+from tracklane.alerts.silences import Silence, new_silence_id
 from tracklane.clock import Clock
+from tracklane.collector import openapi
+from tracklane.collector.body import RequestError, decode_json, read_body
+from tracklane.collector.read_api import check_year, parse_instant, read_project
 from tracklane.errors import ErrorCode
 from tracklane.projects import Projects
 

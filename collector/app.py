@@ -23,37 +23,37 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
-from collector import openapi
-from collector.alerts_api import alerts_router
-from collector.body import (
+from tracklane.clock import Clock, utc_now
+from tracklane.collector import openapi
+from tracklane.collector.alerts_api import alerts_router
+from tracklane.collector.body import (
     RequestError,
     basic_username,
     decode_json,
     read_body,
 )
-from collector.client_address import client_ip
-from collector.client_config import client_config_router
-from collector.config import CollectorConfig
-from collector.delivery import Delivery, NotAccepted
-from collector.enrich import anonymize_ip, parse_user_agent
-from collector.fastpath import Handler, IngestApp
-from collector.ingest_log import IngestLog
-from collector.limits import ClientSlots, InflightLimit, RateLimiter
-from collector.persons_api import persons_router
-from collector.pixel import PIXEL_GIF, pixel_message
-from collector.query_api import query_router
-from collector.read_api import read_router
-from collector.sdk_files import default_sdk_dir, sdk_router
-from collector.traffic import (
+from tracklane.collector.client_address import client_ip
+from tracklane.collector.client_config import client_config_router
+from tracklane.collector.config import CollectorConfig
+from tracklane.collector.delivery import Delivery, NotAccepted
+from tracklane.collector.enrich import anonymize_ip, parse_user_agent
+from tracklane.collector.fastpath import Handler, IngestApp
+from tracklane.collector.ingest_log import IngestLog
+from tracklane.collector.limits import ClientSlots, InflightLimit, RateLimiter
+from tracklane.collector.persons_api import persons_router
+from tracklane.collector.pixel import PIXEL_GIF, pixel_message
+from tracklane.collector.query_api import query_router
+from tracklane.collector.read_api import read_router
+from tracklane.collector.sdk_files import default_sdk_dir, sdk_router
+from tracklane.collector.traffic import (
     end_user_agent,
     end_user_ip,
     exclusion_reason,
     is_browser_request,
     message_source,
 )
-from collector.upstream import Upstream
-from collector.users_api import users_router
-from tracklane.clock import Clock, utc_now
+from tracklane.collector.upstream import Upstream
+from tracklane.collector.users_api import users_router
 from tracklane.contract import (
     MESSAGE_TYPES,
     ContractError,

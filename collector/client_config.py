@@ -22,10 +22,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from collector import openapi
-from collector.body import RequestError, basic_username
-from collector.client_address import client_scheme
-from collector.config import CollectorConfig
+from tracklane.collector import openapi
+from tracklane.collector.body import RequestError, basic_username
+from tracklane.collector.client_address import client_scheme
+from tracklane.collector.config import CollectorConfig
 from tracklane.errors import ErrorCode
 from tracklane.projects import Project, Projects
 

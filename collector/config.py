@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from collector.client_address import Network
+from tracklane.collector.client_address import Network
 from tracklane.contract import TimeLimits
 from tracklane.kafka import KafkaConfig
 from tracklane.projects import RateLimit

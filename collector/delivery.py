@@ -36,9 +36,14 @@ from dataclasses import dataclass, field, replace
 
 from aiokafka.errors import KafkaError
 
-from collector.config import DeliveryConfig
-from collector.producer import BrokerUnavailable, EventProducer, ensure_topic, generation_topic
-from collector.spool import Position, Record, Spool, SpoolFailed, SpoolFull
+from tracklane.collector.config import DeliveryConfig
+from tracklane.collector.producer import (
+    BrokerUnavailable,
+    EventProducer,
+    ensure_topic,
+    generation_topic,
+)
+from tracklane.collector.spool import Position, Record, Spool, SpoolFailed, SpoolFull
 from tracklane.errors import ErrorCode
 from tracklane.metrics import Metrics
 

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from collector.body import RequestError
+from tracklane.collector.body import RequestError
 from tracklane.errors import ErrorCode
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import logging
 
 from clickhouse_connect.driver.client import Client
 
-from store.persons import reload_identity_map
+from tracklane.store.persons import reload_identity_map
 
 log = logging.getLogger(__name__)
 

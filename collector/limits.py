@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
-from collector.body import RequestError
+from tracklane.collector.body import RequestError
 from tracklane.errors import ErrorCode
 from tracklane.projects import RateLimit
 

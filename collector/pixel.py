@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from starlette.datastructures import QueryParams
 
-from collector.body import RequestError
+from tracklane.collector.body import RequestError
 from tracklane.contract import PIXEL_DEFAULT_EVENT
 from tracklane.errors import ErrorCode
 

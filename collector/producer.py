@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
-from collector.partitioner import KeyPartitioner, key_partition
+from tracklane.collector.partitioner import KeyPartitioner, key_partition
 from tracklane.kafka import KafkaConfig
 
 log = logging.getLogger(__name__)

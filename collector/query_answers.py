@@ -13,8 +13,8 @@ from datetime import date
 
 from pydantic import BaseModel, Field
 
-from store.analytics import Kpis
-from store.customers import Customers
+from tracklane.store.analytics import Kpis
+from tracklane.store.customers import Customers
 
 _CURRENCY = "ISO 4217 code as sent, upper-cased; '' when the order had none or no revenue"
 

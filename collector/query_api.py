@@ -19,14 +19,14 @@ from clickhouse_connect.driver.client import Client
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from collector import openapi
-from collector.body import RequestError
-from collector.query_answers import CustomersAnswer, KpisAnswer
-from collector.read_api import check_year, read_project, to_utc
-from store import analytics, attribution, customers, retention
-from store.analytics_errors import QueryError
+from tracklane.collector import openapi
+from tracklane.collector.body import RequestError
+from tracklane.collector.query_answers import CustomersAnswer, KpisAnswer
+from tracklane.collector.read_api import check_year, read_project, to_utc
 from tracklane.errors import ErrorCode
 from tracklane.projects import Project, Projects
+from tracklane.store import analytics, attribution, customers, retention
+from tracklane.store.analytics_errors import QueryError
 
 MAX_RANGE = timedelta(days=400)
 _T = TypeVar("_T")

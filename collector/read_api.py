@@ -9,13 +9,13 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from fastapi import APIRouter, Request
 
-from collector import openapi
-from collector.body import RequestError
-from store import queries
+from tracklane.collector import openapi
+from tracklane.collector.body import RequestError
 from tracklane.contract import MAX_ID_LENGTH
 from tracklane.errors import ErrorCode
 from tracklane.metrics import Metrics
 from tracklane.projects import Project, Projects
+from tracklane.store import queries
 
 MAX_RANGE = timedelta(days=7)
 # The years ClickHouse's DateTime64 holds. Refusing others also keeps range arithmetic

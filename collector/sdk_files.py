@@ -11,8 +11,8 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 
-from collector import openapi
-from collector.body import RequestError
+from tracklane.collector import openapi
+from tracklane.collector.body import RequestError
 from tracklane.errors import ErrorCode
 
 SERVED = ("tracklane.min.js", "tracklane.esm.js", "outbound.min.js")

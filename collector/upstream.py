@@ -32,8 +32,8 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, TypeAdapter
 from starlette.types import Message, Receive, Scope, Send
 
-from collector.delivery import LogProgress, LogReport
-from collector.ingest_log import CountRow, CountsWriter
+from tracklane.collector.delivery import LogProgress, LogReport
+from tracklane.collector.ingest_log import CountRow, CountsWriter
 from tracklane.errors import ErrorCode
 
 log = logging.getLogger(__name__)

@@ -17,13 +17,13 @@ from clickhouse_connect.driver.client import Client
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from collector import openapi
-from collector.body import RequestError
-from collector.read_api import path_id, read_project
-from store.erasure import erase_user
 from tracklane.clock import Clock
+from tracklane.collector import openapi
+from tracklane.collector.body import RequestError
+from tracklane.collector.read_api import path_id, read_project
 from tracklane.errors import ErrorCode
 from tracklane.projects import Project, Projects
+from tracklane.store.erasure import erase_user
 
 log = logging.getLogger(__name__)
 

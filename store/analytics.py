@@ -25,10 +25,10 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from clickhouse_connect.driver.client import Client
 
-from store.analytics_errors import QueryError
-from store.persons import COUNTED, counted_events
-from store.sessions import PERSON_SESSIONS, SESSIONS, session_params
 from tracklane.projects import DEFAULT_ORDER_EVENTS
+from tracklane.store.analytics_errors import QueryError
+from tracklane.store.persons import COUNTED, counted_events
+from tracklane.store.sessions import PERSON_SESSIONS, SESSIONS, session_params
 
 Grain = Literal["minute", "hour", "day"]
 _GRAINS: dict[str, str] = {

@@ -28,10 +28,10 @@ from datetime import datetime, timedelta
 
 from clickhouse_connect.driver.client import Client
 
-from store.analytics import check_range
-from store.analytics_errors import QueryError
-from store.persons import counted_events
-from store.sessions import PERSON_SESSIONS, session_params
+from tracklane.store.analytics import check_range
+from tracklane.store.analytics_errors import QueryError
+from tracklane.store.persons import counted_events
+from tracklane.store.sessions import PERSON_SESSIONS, session_params
 
 # Per model, the weights of `touches` (sorted oldest first; n = length(touches)).
 _WEIGHTS: dict[str, str] = {

@@ -33,9 +33,9 @@ from decimal import Decimal
 
 from clickhouse_connect.driver.client import Client
 
-from store.analytics import check_order_events, check_range, check_tz, per
-from store.persons import counted_events
 from tracklane.projects import DEFAULT_ORDER_EVENTS
+from tracklane.store.analytics import check_order_events, check_range, check_tz, per
+from tracklane.store.persons import counted_events
 
 # One pass over each person's counted events before %(t)s.
 _PERSONS = f"""

@@ -65,8 +65,8 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from store import erased_ids
-from store.persons import reload_identity_map
+from tracklane.store import erased_ids
+from tracklane.store.persons import reload_identity_map
 
 # One erasure at a time in this process: two rebuilding the same minute at once could
 # each delete the old rows and each insert the new ones.

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 from clickhouse_connect.driver.client import Client
 
-from store.client import quote_literal
-from store.persons import identity_map_ddl, reload_identity_map
+from tracklane.store.client import quote_literal
+from tracklane.store.persons import identity_map_ddl, reload_identity_map
 
 if TYPE_CHECKING:
     from tracklane.projects import Project
@@ -66,13 +66,13 @@ class RetentionConfig:
 
 def available_migrations() -> list[Migration]:
     found = []
-    for entry in resources.files("store.migrations").iterdir():
+    for entry in resources.files("tracklane.store.migrations").iterdir():
         match = _FILE.match(entry.name)
         if not match:
             continue
         version, name = int(match.group(1)), match.group(2)
         if match.group(3) == "py":
-            module = importlib.import_module(f"store.migrations.{entry.name[:-3]}")
+            module = importlib.import_module(f"tracklane.store.migrations.{entry.name[:-3]}")
             found.append(Migration(version, name, apply=module.apply))
             continue
         text = entry.read_text()

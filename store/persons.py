@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 from clickhouse_connect.driver.client import Client
 
-from store.client import quote_literal, quote_name
+from tracklane.store.client import quote_literal, quote_name
 
 # The filter every analytics query puts on raw events.
 COUNTED = "is_bot = 0 AND excluded = ''"

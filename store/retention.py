@@ -16,9 +16,9 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from clickhouse_connect.driver.client import Client
 
-from store.analytics import check_tz
-from store.analytics_errors import QueryError
-from store.persons import counted_events
+from tracklane.store.analytics import check_tz
+from tracklane.store.analytics_errors import QueryError
+from tracklane.store.persons import counted_events
 
 MAX_DAY = 365
 MAX_COHORTS = 3660  # days in one query: the result has a row per day, zero-filled

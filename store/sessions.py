@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from store.persons import COUNTED, PERSON, WITH_RECENT
+from tracklane.store.persons import COUNTED, PERSON, WITH_RECENT
 
 SESSION_GAP = timedelta(minutes=30)
 # Sessions that start before a range but reach into it are read from this far back.

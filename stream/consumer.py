@@ -14,14 +14,14 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from clickhouse_connect.driver.client import Client
 
-from store import queries
-from store.queries import PartitionProgress
-from stream.config import SinkConfig
-from stream.faults import FaultPoint
-from stream.sink import DecodedBatch, EventSink, SourceRecord, token_epoch
 from tracklane.clock import Clock, utc_now
 from tracklane.kafka import KafkaConfig
 from tracklane.metrics import Metrics
+from tracklane.store import queries
+from tracklane.store.queries import PartitionProgress
+from tracklane.stream.config import SinkConfig
+from tracklane.stream.faults import FaultPoint
+from tracklane.stream.sink import DecodedBatch, EventSink, SourceRecord, token_epoch
 
 log = logging.getLogger(__name__)
 

@@ -34,13 +34,13 @@ from typing import Any, Protocol
 from clickhouse_connect.driver.client import Client
 from pydantic import ValidationError
 
-from store import erased_ids, queries
-from store.erased_ids import ErasedIds
-from store.queries import BatchIntent
-from stream.config import SinkConfig
-from stream.faults import FaultPoint
 from tracklane.contract import Envelope, envelope_to_row
 from tracklane.metrics import Metrics
+from tracklane.store import erased_ids, queries
+from tracklane.store.erased_ids import ErasedIds
+from tracklane.store.queries import BatchIntent
+from tracklane.stream.config import SinkConfig
+from tracklane.stream.faults import FaultPoint
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,13 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from collector.enrich import anonymize_ip, parse_user_agent
-from collector.traffic import end_user_agent, end_user_ip, exclusion_reason, message_source
-from store.queries import insert_events
+from tracklane.collector.enrich import anonymize_ip, parse_user_agent
+from tracklane.collector.traffic import (
+    end_user_agent,
+    end_user_ip,
+    exclusion_reason,
+    message_source,
+)
 from tracklane.contract import (
     RequestFacts,
     TimeLimits,
@@ -46,6 +50,7 @@ from tracklane.contract import (
     parse_message,
 )
 from tracklane.projects import DEFAULT_ORDER_EVENTS, Exclusions
+from tracklane.store.queries import insert_events
 
 START = datetime(2026, 9, 1, tzinfo=UTC)
 DAYS = 35

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from store.client import create_client
-from store.migrate import RetentionConfig, migrate
 from tracklane.broker import TansuBroker
+from tracklane.store.client import create_client
+from tracklane.store.migrate import RetentionConfig, migrate
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -10,10 +10,10 @@ import asyncio
 import sys
 from dataclasses import replace
 
-from store.client import create_client
-from stream.consumer import StreamService
 from tracklane.metrics import Metrics
 from tracklane.settings import Settings
+from tracklane.store.client import create_client
+from tracklane.stream.consumer import StreamService
 
 
 async def main(records: int) -> None:

@@ -11,10 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from clickhouse_connect.driver.client import Client
 
-from collector.enrich import parse_user_agent
-from store.client import create_client
-from store.migrate import RetentionConfig, migrate
-from store.queries import insert_events
+from tracklane.collector.enrich import parse_user_agent
 from tracklane.contract import (
     RequestFacts,
     TimeLimits,
@@ -22,6 +19,9 @@ from tracklane.contract import (
     envelope_to_row,
     parse_message,
 )
+from tracklane.store.client import create_client
+from tracklane.store.migrate import RetentionConfig, migrate
+from tracklane.store.queries import insert_events
 
 START = datetime(2026, 10, 20, 12, tzinfo=UTC)
 DAYS = 45

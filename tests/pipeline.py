@@ -16,16 +16,16 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from clickhouse_connect.driver.client import Client
 from fastapi import FastAPI
 
-from collector.app import CollectorDeps, create_app
-from collector.delivery import Delivery
-from collector.ingest_log import IngestLog, store_writer
-from collector.producer import EventProducer, ensure_topic
-from collector.spool import Spool, SpoolConfig
-from stream.consumer import StreamService
+from tracklane.collector.app import CollectorDeps, create_app
+from tracklane.collector.delivery import Delivery
+from tracklane.collector.ingest_log import IngestLog, store_writer
+from tracklane.collector.producer import EventProducer, ensure_topic
+from tracklane.collector.spool import Spool, SpoolConfig
 from tracklane.kafka import KafkaConfig
 from tracklane.metrics import Metrics
 from tracklane.projects import Project, Projects
 from tracklane.settings import Settings
+from tracklane.stream.consumer import StreamService
 
 
 def basic_auth(key: str) -> dict[str, str]:

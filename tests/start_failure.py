@@ -42,16 +42,16 @@ UP_PARTS: dict[str, tuple[str, bool]] = {
     "broker": ("tracklane.broker.TansuBroker.start", False),
     "store": ("tracklane.runner.migrate", False),
     "sink": ("tracklane.log_roll.RollingSink.start", True),
-    "journal": ("collector.delivery.Delivery.start", True),
+    "journal": ("tracklane.collector.delivery.Delivery.start", True),
     "http": ("tracklane.runner.HttpServer.start", True),
-    "ingest_log": ("collector.ingest_log.IngestLog.start", True),
-    "identities": ("collector.identity_map.IdentityMapReloader.start", True),
+    "ingest_log": ("tracklane.collector.ingest_log.IngestLog.start", True),
+    "identities": ("tracklane.collector.identity_map.IdentityMapReloader.start", True),
     "workers": ("tracklane.workers.WorkerPool.start", True),
-    "alerts": ("alerts.service.AlertService.start", True),
+    "alerts": ("tracklane.alerts.service.AlertService.start", True),
 }
 COLLECTOR_PARTS: dict[str, tuple[str, bool]] = {
-    "kafka": ("collector.producer.EventProducer.start", True),
-    "spool": ("collector.spool.Spool.open", False),
+    "kafka": ("tracklane.collector.producer.EventProducer.start", True),
+    "spool": ("tracklane.collector.spool.Spool.open", False),
     "http": ("tracklane.runner.HttpServer.start", True),
 }
 

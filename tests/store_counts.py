@@ -6,7 +6,7 @@ import sys
 
 import orjson
 
-from store.client import create_client, scalar
+from tracklane.store.client import create_client, scalar
 
 
 def main(path: str) -> None:

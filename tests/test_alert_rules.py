@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from alerts.rules import ConversionRule, RulesFileError, parse_rules
-from alerts.service import check_projects
 from tests.up_process import wait_for
+from tracklane.alerts.rules import ConversionRule, RulesFileError, parse_rules
+from tracklane.alerts.service import check_projects
 from tracklane.broker import free_port
 
 SHORT = """

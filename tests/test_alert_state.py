@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from alerts.model import Finding, Verdict, Window
-from alerts.state import AlertState, Policy, Status, advance, fingerprint
+from tracklane.alerts.model import Finding, Verdict, Window
+from tracklane.alerts.state import AlertState, Policy, Status, advance, fingerprint
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)

@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from alerts.clickhouse_state import ClickHouseAlertStore
-from alerts.model import Finding, Verdict, Window
-from alerts.state import AlertState, Status, Transition, fingerprint
 from tests.pipeline import Pipeline, now_utc, pipeline_settings, running_pipeline
+from tracklane.alerts.clickhouse_state import ClickHouseAlertStore
+from tracklane.alerts.model import Finding, Verdict, Window
+from tracklane.alerts.state import AlertState, Status, Transition, fingerprint
 from tracklane.broker import TansuBroker
 
 

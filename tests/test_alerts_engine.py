@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from alerts.clickhouse_state import ClickHouseAlertStore, list_transitions
-from alerts.engine import AlertEngine
-from alerts.model import Notification, PipelineProgress, Totals
-from alerts.rules import AlertsFile, parse_rules
-from alerts.silences import Silence, new_silence_id
-from alerts.state import Status
+from tracklane.alerts.clickhouse_state import ClickHouseAlertStore, list_transitions
+from tracklane.alerts.engine import AlertEngine
+from tracklane.alerts.model import Notification, PipelineProgress, Totals
+from tracklane.alerts.rules import AlertsFile, parse_rules
+from tracklane.alerts.silences import Silence, new_silence_id
+from tracklane.alerts.state import Status
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)

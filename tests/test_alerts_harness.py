@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alerts.harness import acceptance, evaluate, table
+from tracklane.alerts.harness import acceptance, evaluate, table
 
 
 def test_detectors_meet_their_targets_on_seeded_traffic() -> None:

@@ -11,15 +11,15 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from prometheus_client import CollectorRegistry
 
-from alerts.clickhouse_rollups import ClickHouseRollups, pipeline_progress
-from alerts.clickhouse_state import ClickHouseAlertStore
-from alerts.dispatch import Dispatcher, NotifyMetrics
-from alerts.engine import AlertEngine
-from alerts.metrics import AlertMetrics
-from alerts.rules import parse_rules
-from alerts.state import Status
 from tests.pipeline import Pipeline, now_utc, pipeline_settings, poll, running_pipeline
 from tests.receiver import Receiver
+from tracklane.alerts.clickhouse_rollups import ClickHouseRollups, pipeline_progress
+from tracklane.alerts.clickhouse_state import ClickHouseAlertStore
+from tracklane.alerts.dispatch import Dispatcher, NotifyMetrics
+from tracklane.alerts.engine import AlertEngine
+from tracklane.alerts.metrics import AlertMetrics
+from tracklane.alerts.rules import parse_rules
+from tracklane.alerts.state import Status
 from tracklane.broker import TansuBroker
 from tracklane.clock import utc_now
 

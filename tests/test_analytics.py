@@ -15,11 +15,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from store import analytics
-from store.analytics_errors import QueryError
-from store.persons import RECENT_LINKS, counted_events, reload_identity_map
 from tests import analytics_data as data
 from tests.analytics_data import Hit, Shop
+from tracklane.store import analytics
+from tracklane.store.analytics_errors import QueryError
+from tracklane.store.persons import RECENT_LINKS, counted_events, reload_identity_map
 
 PROJECT = "kpi-shop"
 WHOLE = (data.START, data.START + timedelta(days=data.DAYS))

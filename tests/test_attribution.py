@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from store.analytics_errors import QueryError
-from store.attribution import MODELS, ChannelCredit, attribution
 from tests import analytics_data as data
 from tests.analytics_data import Hit, Shop
+from tracklane.store.analytics_errors import QueryError
+from tracklane.store.attribution import MODELS, ChannelCredit, attribution
 
 PROJECT = "attribution-shop"
 WHOLE = (data.START, data.START + timedelta(days=data.DAYS))

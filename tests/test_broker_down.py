@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from collector.producer import ensure_topic
 from tests.pipeline import now_utc, pipeline_settings, poll, running_pipeline
 from tracklane.broker import TansuBroker
+from tracklane.collector.producer import ensure_topic
 
 pytestmark = pytest.mark.anyio
 

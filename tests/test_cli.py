@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from store.migrate import available_migrations
 from tracklane.broker import free_port
 from tracklane.projects import write_default_projects
+from tracklane.store.migrate import available_migrations
 
 
 def tracklane(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -7,14 +7,14 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from starlette.requests import Request
 
-from collector.client_address import (
+from tests.pipeline import now_utc, pipeline_settings, poll, running_pipeline
+from tracklane.broker import TansuBroker, free_port
+from tracklane.collector.client_address import (
     TrustedProxiesError,
     client_ip,
     client_scheme,
     parse_trusted_proxies,
 )
-from tests.pipeline import now_utc, pipeline_settings, poll, running_pipeline
-from tracklane.broker import TansuBroker, free_port
 from tracklane.runner import HttpServer
 from tracklane.settings import Settings
 

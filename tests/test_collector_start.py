@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.spool import Spool, SpoolConfig
 from tracklane.broker import TansuBroker
+from tracklane.collector.spool import Spool, SpoolConfig
 from tracklane.projects import write_default_projects
 from tracklane.runner import HttpStartError, run_collector
 from tracklane.settings import Settings

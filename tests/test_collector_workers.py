@@ -14,11 +14,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from collector.spool import Spool, SpoolConfig
 from tests.collector_process import CollectorProcess, collector_env
 from tests.pipeline import poll, read_topic
 from tracklane.broker import TansuBroker, free_port
 from tracklane.cli import main
+from tracklane.collector.spool import Spool, SpoolConfig
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from collector.enrich import anonymize_ip, parse_user_agent
+from tracklane.collector.enrich import anonymize_ip, parse_user_agent
 from tracklane.contract import (
     EVENT_COLUMNS,
     ContractError,

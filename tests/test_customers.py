@@ -19,12 +19,19 @@ from zoneinfo import ZoneInfo
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from store import analytics, customers
-from store.analytics_errors import QueryError
-from store.customers import Clv, Cohort, CurrencyValue, Repurchase, TimeToFirstOrder, Visitors
 from tests import analytics_data as data
 from tests.analytics_data import Hit, Shop
 from tests.commerce_data import DAY, currency_of, priced
+from tracklane.store import analytics, customers
+from tracklane.store.analytics_errors import QueryError
+from tracklane.store.customers import (
+    Clv,
+    Cohort,
+    CurrencyValue,
+    Repurchase,
+    TimeToFirstOrder,
+    Visitors,
+)
 
 PROJECT = "customers-shop"
 WHOLE = (data.START, data.START + timedelta(days=data.DAYS))

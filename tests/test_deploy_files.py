@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from alerts.rules import load_rules
-from alerts.service import check_projects
+from tracklane.alerts.rules import load_rules
+from tracklane.alerts.service import check_projects
 from tracklane.cli import _parser, main
 from tracklane.config_doc import render
 from tracklane.projects import ProjectsFileError, load_projects, new_keys

@@ -11,17 +11,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from alerts.detectors import BusinessRule, detect, detect_pipeline, expected_count
-from alerts.model import Finding, PipelineProgress, Totals, Verdict
-from alerts.rules import (
+from tracklane.alerts.detectors import BusinessRule, detect, detect_pipeline, expected_count
+from tracklane.alerts.model import Finding, PipelineProgress, Totals, Verdict
+from tracklane.alerts.rules import (
     ConversionRule,
     PipelineStaleRule,
     ThresholdRule,
     VolumeRule,
     ZeroTrafficRule,
 )
-from alerts.simulation import poisson
-from alerts.stats import binom_cdf, median, poisson_cdf, poisson_sf
+from tracklane.alerts.simulation import poisson
+from tracklane.alerts.stats import binom_cdf, median, poisson_cdf, poisson_sf
 
 MINUTE = timedelta(minutes=1)
 END = datetime(2024, 3, 20, 12, 0, tzinfo=UTC)  # a Wednesday; end of the last closed minute

@@ -21,14 +21,12 @@ import httpx
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from collector.app import CollectorDeps, create_app
-from collector.delivery import Delivery
-from collector.enrich import parse_user_agent
-from collector.users_api import key_fingerprint
-from store.migrate import RetentionConfig, apply_retention, project_retention
-from store.queries import insert_events
 from tests.analytics_data import CRAWLER, DESKTOP, PHONE, Agent
 from tests.pipeline import TEST_SECRET, pipeline_settings
+from tracklane.collector.app import CollectorDeps, create_app
+from tracklane.collector.delivery import Delivery
+from tracklane.collector.enrich import parse_user_agent
+from tracklane.collector.users_api import key_fingerprint
 from tracklane.contract import (
     TYPE_EVENT_NAMES,
     ExclusionReason,
@@ -41,6 +39,8 @@ from tracklane.contract import (
 from tracklane.install_secret import install_secret
 from tracklane.metrics import Metrics
 from tracklane.projects import Project, Projects, ProjectsFileError, load_projects
+from tracklane.store.migrate import RetentionConfig, apply_retention, project_retention
+from tracklane.store.queries import insert_events
 
 pytestmark = [pytest.mark.anyio, pytest.mark.waits_on_mutations]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.datastructures import Headers
 
-from collector.fastpath import IndexedHeaders
+from tracklane.collector.fastpath import IndexedHeaders
 
 
 def test_indexed_headers_answer_like_starlettes() -> None:

@@ -22,11 +22,6 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from alerts.clickhouse_state import ClickHouseAlertStore
-from alerts.model import Finding, Verdict, Window
-from alerts.state import Status, Transition, fingerprint
-from store import queries
-from store.persons import COUNTED, PERSON, WITH_RECENT
 from tests.analytics_data import (
     CRAWLER,
     DESKTOP,
@@ -40,6 +35,11 @@ from tests.analytics_data import (
 )
 from tests.commerce_data import priced
 from tests.pipeline import now_utc
+from tracklane.alerts.clickhouse_state import ClickHouseAlertStore
+from tracklane.alerts.model import Finding, Verdict, Window
+from tracklane.alerts.state import Status, Transition, fingerprint
+from tracklane.store import queries
+from tracklane.store.persons import COUNTED, PERSON, WITH_RECENT
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))

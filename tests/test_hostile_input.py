@@ -37,8 +37,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.datastructures import QueryParams
 
-from collector.body import RequestError
-from collector.pixel import pixel_message
 from tests.collector_process import CollectorProcess, collector_env
 from tests.pipeline import (
     Pipeline,
@@ -49,6 +47,8 @@ from tests.pipeline import (
     running_pipeline,
 )
 from tracklane.broker import TansuBroker, free_port
+from tracklane.collector.body import RequestError
+from tracklane.collector.pixel import pixel_message
 from tracklane.contract import (
     CLICK_ID_PARAMS,
     EVENT_COLUMNS,

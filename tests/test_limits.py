@@ -14,13 +14,13 @@ import httpx
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from collector.app import MAX_BATCH_EVENTS
-from collector.body import RequestError
-from collector.limits import ClientSlots, InflightLimit, RateLimiter, TokenBucket
-from collector.producer import ensure_topic
 from tests.collector_process import CollectorProcess, collector_env
 from tests.pipeline import new_project, pipeline_settings, running_pipeline
 from tracklane.broker import TansuBroker, free_port
+from tracklane.collector.app import MAX_BATCH_EVENTS
+from tracklane.collector.body import RequestError
+from tracklane.collector.limits import ClientSlots, InflightLimit, RateLimiter, TokenBucket
+from tracklane.collector.producer import ensure_topic
 from tracklane.projects import RateLimit
 
 pytestmark = pytest.mark.anyio

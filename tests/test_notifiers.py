@@ -17,9 +17,11 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from alerts.dispatch import Dispatcher, NotifyMetrics
-from alerts.model import Finding, Notification, NotificationKind, Verdict, Window
-from alerts.notifiers import (
+from tests.pipeline import poll
+from tests.receiver import Receiver
+from tracklane.alerts.dispatch import Dispatcher, NotifyMetrics
+from tracklane.alerts.model import Finding, Notification, NotificationKind, Verdict, Window
+from tracklane.alerts.notifiers import (
     NotifyError,
     WebhookSecretError,
     notification_payload,
@@ -28,9 +30,7 @@ from alerts.notifiers import (
     sign,
     verify,
 )
-from alerts.rules import NotifierSpec
-from tests.pipeline import poll
-from tests.receiver import Receiver
+from tracklane.alerts.rules import NotifierSpec
 
 NOW = datetime(2026, 6, 1, 12, 7, 30, tzinfo=UTC)
 KEY = b"0123456789abcdef0123456789abcdef"

@@ -17,8 +17,6 @@ import httpx
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from collector.app import CollectorDeps, create_app
-from collector.delivery import Delivery
 from tests.analytics_data import CRAWLER, PHONE
 from tests.pipeline import pipeline_settings
 from tests.test_erasure import (
@@ -31,6 +29,8 @@ from tests.test_erasure import (
     stored_ids,
     stored_links,
 )
+from tracklane.collector.app import CollectorDeps, create_app
+from tracklane.collector.delivery import Delivery
 from tracklane.metrics import Metrics
 from tracklane.projects import Project, Projects
 

@@ -11,9 +11,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2 as kafka_murmur2
 
-from collector.partitioner import murmur2
-from collector.producer import EventProducer, ensure_topic
 from tracklane.broker import TansuBroker
+from tracklane.collector.partitioner import murmur2
+from tracklane.collector.producer import EventProducer, ensure_topic
 from tracklane.kafka import KafkaConfig
 
 

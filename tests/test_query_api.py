@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from collector.query_answers import CustomersAnswer, KpisAnswer
-from store import analytics, customers
 from tests import analytics_data as data
 from tests.commerce_data import DAY, priced
 from tests.pipeline import Pipeline, new_project, pipeline_settings, running_pipeline
 from tracklane.broker import TansuBroker
+from tracklane.collector.query_answers import CustomersAnswer, KpisAnswer
 from tracklane.projects import DEFAULT_ORDER_EVENTS
+from tracklane.store import analytics, customers
 
 pytestmark = pytest.mark.anyio
 

@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from store.analytics_errors import QueryError
-from store.retention import Retention, retention
 from tests import analytics_data as data
 from tests.analytics_data import Hit, Shop
+from tracklane.store.analytics_errors import QueryError
+from tracklane.store.retention import Retention, retention
 
 PROJECT = "retention-shop"
 FIRST = data.START.date()

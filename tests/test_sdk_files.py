@@ -9,9 +9,9 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from collector.app import error_response
-from collector.body import RequestError
-from collector.sdk_files import sdk_router
+from tracklane.collector.app import error_response
+from tracklane.collector.body import RequestError
+from tracklane.collector.sdk_files import sdk_router
 
 
 def app_for(sdk_dir: Path) -> FastAPI:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from collector.server_protocol import OneSendTransport
+from tracklane.collector.server_protocol import OneSendTransport
 
 pytestmark = pytest.mark.anyio
 

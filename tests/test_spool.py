@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from collector.delivery import Delivery
-from collector.producer import EventProducer
-from collector.spool import Spool, SpoolConfig, SpoolFull, read_records
 from tests.pipeline import pipeline_settings, poll, read_topic
 from tracklane.broker import TansuBroker
+from tracklane.collector.delivery import Delivery
+from tracklane.collector.producer import EventProducer
+from tracklane.collector.spool import Spool, SpoolConfig, SpoolFull, read_records
 from tracklane.metrics import Metrics
 
 pytestmark = pytest.mark.anyio

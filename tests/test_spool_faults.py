@@ -21,11 +21,11 @@ import httpx
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from collector.producer import ensure_topic
-from collector.spool import Spool, SpoolConfig
 from tests.collector_process import CollectorProcess, collector_env
 from tests.pipeline import Sink, pipeline_settings, poll
 from tracklane.broker import TansuBroker, free_port
+from tracklane.collector.producer import ensure_topic
+from tracklane.collector.spool import Spool, SpoolConfig
 from tracklane.metrics import Metrics
 
 pytestmark = pytest.mark.anyio

@@ -8,12 +8,12 @@ from datetime import timedelta
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from collector.identity_map import IdentityMapReloader
-from store import queries
-from store.client import dictionary_credentials
-from store.migrate import RetentionConfig, available_migrations, migrate
 from tests.pipeline import now_utc, pipeline_settings, poll, running_pipeline
 from tracklane.broker import TansuBroker
+from tracklane.collector.identity_map import IdentityMapReloader
+from tracklane.store import queries
+from tracklane.store.client import dictionary_credentials
+from tracklane.store.migrate import RetentionConfig, available_migrations, migrate
 
 pytestmark = pytest.mark.anyio
 

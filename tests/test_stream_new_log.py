@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from collector.producer import ensure_topic
 from tests.stream_process import StreamProcess, migrate_store, store_counts
 from tracklane.broker import TansuBroker
+from tracklane.collector.producer import ensure_topic
 from tracklane.contract import (
     RequestFacts,
     TimeLimits,

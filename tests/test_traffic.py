@@ -26,20 +26,20 @@ from segment.analytics.version import VERSION as SEGMENT_VERSION
 from starlette.datastructures import Headers
 from ua_parser import parse as parse_ua
 
-from collector.enrich import anonymize_ip, is_server_library, parse_user_agent
-from collector.traffic import (
+from tests.pipeline import Pipeline, now_utc, pipeline_settings, running_pipeline
+from tracklane.broker import TansuBroker, free_port
+from tracklane.collector.enrich import anonymize_ip, is_server_library, parse_user_agent
+from tracklane.collector.traffic import (
     end_user_agent,
     end_user_ip,
     exclusion_reason,
     is_browser_request,
     message_source,
 )
-from store import analytics
-from tests.pipeline import Pipeline, now_utc, pipeline_settings, running_pipeline
-from tracklane.broker import TansuBroker, free_port
 from tracklane.contract import InboundMessage, parse_message
 from tracklane.projects import Exclusions, ProjectsFileError, load_projects
 from tracklane.runner import HttpServer
+from tracklane.store import analytics
 
 # The agents as their operators publish them.
 BOTS = {

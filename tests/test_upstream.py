@@ -14,9 +14,9 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from collector.delivery import LogProgress, LogReport
-from collector.ingest_log import CountRow
-from collector.upstream import Upstream, UpstreamConfig, owner_router
+from tracklane.collector.delivery import LogProgress, LogReport
+from tracklane.collector.ingest_log import CountRow
+from tracklane.collector.upstream import Upstream, UpstreamConfig, owner_router
 from tracklane.runner import HttpServer
 
 pytestmark = pytest.mark.anyio

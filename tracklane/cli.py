@@ -13,15 +13,15 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from alerts.rules import RulesFileError
-from collector.spool import SpoolOpenError
-from store.client import StoreConfigError
-from store.migrate import MigrationError
-from stream.faults import FaultSpecError
+from tracklane.alerts.rules import RulesFileError
 from tracklane.broker import BrokerStartError
+from tracklane.collector.spool import SpoolOpenError
 from tracklane.logs import setup_logging
 from tracklane.projects import Project, ProjectsFileError, new_keys, project_toml
 from tracklane.settings import Settings
+from tracklane.store.client import StoreConfigError
+from tracklane.store.migrate import MigrationError
+from tracklane.stream.faults import FaultSpecError
 
 T = TypeVar("T")
 

@@ -35,12 +35,12 @@ from dataclasses import dataclass, replace
 
 from clickhouse_connect.driver.client import Client
 
-from collector.delivery import LogProgress, LogReport
-from collector.producer import delete_topic, ensure_topic, generation_topic
-from stream.config import SinkConfig
-from stream.consumer import StreamService
+from tracklane.collector.delivery import LogProgress, LogReport
+from tracklane.collector.producer import delete_topic, ensure_topic, generation_topic
 from tracklane.kafka import KafkaConfig
 from tracklane.metrics import Metrics
+from tracklane.stream.config import SinkConfig
+from tracklane.stream.consumer import StreamService
 
 log = logging.getLogger(__name__)
 

@@ -21,29 +21,29 @@ from clickhouse_connect.driver.client import Client
 from fastapi import FastAPI
 from prometheus_client import start_http_server
 
-from alerts.rules import load_rules
-from alerts.service import AlertsConfig, AlertService, check_projects
-from collector.app import CollectorDeps, create_app
-from collector.config import CollectorConfig
-from collector.delivery import Delivery, Inserted
-from collector.identity_map import IdentityMapReloader
-from collector.ingest_log import IngestLog, store_writer
-from collector.producer import EventProducer, ensure_topic
-from collector.server_protocol import with_header_timeout
-from collector.spool import Spool
-from collector.upstream import Upstream, UpstreamConfig, owner_router
-from store.client import create_client, describe_dsn, dictionary_credentials
-from store.migrate import RetentionConfig, check_schema, migrate, project_retention
-from stream.config import SinkConfig
-from stream.consumer import StreamService
+from tracklane.alerts.rules import load_rules
+from tracklane.alerts.service import AlertsConfig, AlertService, check_projects
 from tracklane.broker import TansuBroker
 from tracklane.clock import utc_now
+from tracklane.collector.app import CollectorDeps, create_app
+from tracklane.collector.config import CollectorConfig
+from tracklane.collector.delivery import Delivery, Inserted
+from tracklane.collector.identity_map import IdentityMapReloader
+from tracklane.collector.ingest_log import IngestLog, store_writer
+from tracklane.collector.producer import EventProducer, ensure_topic
+from tracklane.collector.server_protocol import with_header_timeout
+from tracklane.collector.spool import Spool
+from tracklane.collector.upstream import Upstream, UpstreamConfig, owner_router
 from tracklane.install_secret import install_secret
 from tracklane.kafka import KafkaConfig
 from tracklane.log_roll import RollConfig, RollingSink
 from tracklane.metrics import MULTIPROC_ENV, Metrics
 from tracklane.projects import Project, Projects, load_projects, write_default_projects
 from tracklane.settings import Settings
+from tracklane.store.client import create_client, describe_dsn, dictionary_credentials
+from tracklane.store.migrate import RetentionConfig, check_schema, migrate, project_retention
+from tracklane.stream.config import SinkConfig
+from tracklane.stream.consumer import StreamService
 from tracklane.workers import WorkerPool, WorkerPoolConfig, WorkerStartError
 
 log = logging.getLogger(__name__)

@@ -14,13 +14,13 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from collector.client_address import parse_trusted_proxies
-from collector.config import CollectorConfig, DeliveryConfig
-from collector.spool import SpoolConfig
-from stream.config import SinkConfig
+from tracklane.collector.client_address import parse_trusted_proxies
+from tracklane.collector.config import CollectorConfig, DeliveryConfig
+from tracklane.collector.spool import SpoolConfig
 from tracklane.contract import TimeLimits
 from tracklane.kafka import KafkaConfig
 from tracklane.projects import RateLimit
+from tracklane.stream.config import SinkConfig
 
 
 class Settings(BaseSettings):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from clickhouse_connect.driver.client import Client
 
-from store.client import quote_name
+from tracklane.store.client import quote_name
 
 # table -> (daily key, monthly key)
 _KEYS = {
