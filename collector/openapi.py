@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from tracklane.contract import MESSAGE_TYPES
+from tracklane.contract import MAX_EVENT_NAME, MESSAGE_TYPES, Context, InboundMessage
 from tracklane.errors import ErrorCode
 
 # The API's description in /openapi.json: what every read route's numbers mean.
@@ -268,47 +268,42 @@ PREFLIGHT_RESPONSES: Responses = {
 COMMON_RESPONSES: Responses = errors("Error", E.METHOD_NOT_ALLOWED, E.HTTP_ERROR,
                                      E.INTERNAL_ERROR)
 
-_ID = {"type": ["string", "number"], "maxLength": 200}
 _TIME = {"type": "string", "format": "date-time"}
-_NAME = {"type": "string", "maxLength": 200}
-_CONTEXT: dict[str, Any] = {
-    "type": "object",
-    "description": "the Segment context; unknown keys are kept and ignored",
-    "properties": {
-        "page": {"type": "object", "properties": {
-            "url": {"type": "string"}, "path": {"type": "string"},
-            "referrer": {"type": "string"}, "title": {"type": "string"}}},
-        "userAgent": {"type": "string"},
-        "ip": {"type": "string"},
-        "locale": {"type": "string"},
-        "library": {"type": "object", "properties": {
-            "name": {"type": "string"}, "version": {"type": "string"}}},
-        "campaign": {"type": "object"},
-        "sessionId": {"type": ["string", "integer"]},
-    },
-}
+_NAME = {"type": "string", "maxLength": MAX_EVENT_NAME}
+_WRITE_KEY = {"type": "string", "description": "the write key, if not in a header"}
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its ``$defs`` put in place and pydantic's titles dropped: the raw
+    routes' bodies are declared inline (``openapi_extra``)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            # A property may be named "title" too: pydantic's own titles are strings.
+            return {k: walk(v) for k, v in node.items()
+                    if not (k == "title" and isinstance(v, str))}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    inlined: dict[str, Any] = walk(schema)
+    return inlined
 
 
 def message_schema(kind: str | None = None) -> dict[str, Any]:
-    """One Segment-spec message; ``kind`` fixes its type (the single-event routes)."""
-    schema: dict[str, Any] = {
-        "type": "object",
-        "description": "a Segment-spec message; unknown fields are kept and ignored. One of "
-                       "anonymousId or userId is required; a track needs its event.",
-        "properties": {
-            "type": {"type": "string", "enum": [kind] if kind else list(MESSAGE_TYPES)},
-            "messageId": _ID, "anonymousId": _ID, "userId": _ID,
-            "groupId": _ID, "previousId": _ID,
-            "event": _NAME, "name": _NAME,
-            "properties": {"type": "object"},
-            "traits": {"type": "object"},
-            "context": _CONTEXT,
-            "timestamp": _TIME, "originalTimestamp": _TIME, "sentAt": _TIME,
-            "writeKey": {"type": "string", "description": "the write key, if not in a header"},
-        },
-    }
-    if kind is None:
-        schema["required"] = ["type"]
+    """One Segment-spec message, from the contract's model (tracklane/contract.py);
+    ``kind`` fixes its type (the single-event routes, where it may be left out)."""
+    schema = _inlined(InboundMessage.model_json_schema())
+    schema["description"] = " ".join(schema["description"].split())
+    schema["properties"]["type"] = {"type": "string",
+                                    "enum": [kind] if kind else list(MESSAGE_TYPES)}
+    schema["properties"]["writeKey"] = _WRITE_KEY
+    if kind is not None:
+        schema.pop("required", None)
     return schema
 
 
@@ -316,8 +311,9 @@ BATCH_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "batch": {"type": "array", "items": message_schema()},
-        "writeKey": {"type": "string", "description": "the write key, if not in a header"},
-        "context": {**_CONTEXT, "description": "merged under each event's own context"},
+        "writeKey": _WRITE_KEY,
+        "context": {**_inlined(Context.model_json_schema()),
+                    "description": "merged under each event's own context"},
         "sentAt": {**_TIME, "description": "for each event that has none"},
     },
     "required": ["batch"],

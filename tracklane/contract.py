@@ -18,11 +18,18 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 
 from tracklane.errors import ErrorCode
 
@@ -83,18 +90,29 @@ def _id(value: str | int | None) -> str | None:
     return text or None
 
 
+# What /openapi.json says of these fields, where the lenient types say less: documentation
+# only, validation is the models' (collector/openapi.py makes the message schemas from
+# them).
+_ID_DOC = WithJsonSchema({"type": ["string", "number"], "maxLength": MAX_ID_LENGTH})
+_NAME_DOC = WithJsonSchema({"type": "string", "maxLength": MAX_EVENT_NAME})
+_TEXT = {"type": "string"}
+_PAGE_DOC: dict[str, Any] = {"properties": {"url": _TEXT, "path": _TEXT, "referrer": _TEXT,
+                                            "title": _TEXT}}
+_LIBRARY_DOC: dict[str, Any] = {"properties": {"name": _TEXT, "version": _TEXT}}
+
+
 class Context(BaseModel):
-    """The Segment ``context`` object; unknown keys are kept and ignored."""
+    """The Segment context; unknown keys are kept and ignored."""
 
     model_config = ConfigDict(extra="allow")
 
-    page: dict[str, Any] | None = None
+    page: dict[str, Any] | None = Field(default=None, json_schema_extra=_PAGE_DOC)
     userAgent: str | None = None
     ip: str | None = None
     locale: str | None = None
-    library: dict[str, Any] | None = None
+    library: dict[str, Any] | None = Field(default=None, json_schema_extra=_LIBRARY_DOC)
     campaign: dict[str, Any] | None = None
-    sessionId: str | None = None
+    sessionId: Annotated[str | None, WithJsonSchema({"type": ["string", "integer"]})] = None
 
     @field_validator("sessionId", mode="before")
     @classmethod
@@ -104,24 +122,25 @@ class Context(BaseModel):
 
 
 class InboundMessage(BaseModel):
-    """One Segment-spec message as a client sends it."""
+    """A Segment-spec message; unknown fields are kept and ignored. One of anonymousId or
+    userId is required; a track needs its event."""
 
     model_config = ConfigDict(extra="allow")
 
     type: MessageType
-    messageId: str | None = None
-    anonymousId: str | None = None
-    userId: str | None = None
-    event: str | None = None
-    name: str | None = None
+    messageId: Annotated[str | None, _ID_DOC] = None
+    anonymousId: Annotated[str | None, _ID_DOC] = None
+    userId: Annotated[str | None, _ID_DOC] = None
+    event: Annotated[str | None, _NAME_DOC] = None
+    name: Annotated[str | None, _NAME_DOC] = None
     properties: dict[str, Any] = Field(default_factory=dict)
     traits: dict[str, Any] = Field(default_factory=dict)
     context: Context = Field(default_factory=Context)
     timestamp: datetime | None = None
     originalTimestamp: datetime | None = None
     sentAt: datetime | None = None
-    groupId: str | None = None
-    previousId: str | None = None
+    groupId: Annotated[str | None, _ID_DOC] = None
+    previousId: Annotated[str | None, _ID_DOC] = None
 
     @field_validator("messageId", "anonymousId", "userId", "groupId", "previousId", mode="before")
     @classmethod
