@@ -50,6 +50,7 @@ import httpx
 
 from bench.loadgen import batch_template, descendants, event_bytes
 from tracklane.broker import TansuBroker, free_port
+from tracklane.processes import Child
 from tracklane.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +86,7 @@ class Children:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     brokers: list[TansuBroker] = field(default_factory=list)
     files: list[IO[bytes]] = field(default_factory=list)
+    children: dict[subprocess.Popen[bytes], Child] = field(default_factory=dict)
 
     def env(self, **settings: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKLANE_")}
@@ -97,31 +99,22 @@ class Children:
     def start(self, name: str, args: list[str], env: dict[str, str] | None = None,
               stdout: int | IO[bytes] | None = None,
               stderr_to_log: bool = True) -> subprocess.Popen[bytes]:
-        err: IO[bytes] | None = None
-        if stderr_to_log:
-            err = (self.workdir / f"{name}.err").open("ab")
-            self.files.append(err)
-        # Nothing a child prints may reach our stdout, which carries only the summary.
-        proc = subprocess.Popen(args, cwd=ROOT, env=env or self.env(),
-                                stdout=stdout if stdout is not None else err or sys.stderr,
-                                stderr=err, start_new_session=True)
-        self.procs.append(proc)
-        return proc
+        # Nothing a child prints may reach our stdout, which carries only the summary; its
+        # stderr goes to <name>.err, or to ours.
+        err: Path | int = (self.workdir / f"{name}.err" if stderr_to_log
+                           else sys.stderr.fileno())
+        child = Child(args, stdout=stdout if stdout is not None else err, stderr=err,
+                      cwd=ROOT, env=env or self.env())
+        self.children[child.process] = child
+        self.procs.append(child.process)
+        return child.process
 
     def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
              timeout_s: float = 60.0) -> None:
         # A child's own children (the Tansu of `tracklane up`) run in sessions of their own:
         # note them now, and stop any that outlive their parent.
         orphans = [(pid, _cmdline(pid)) for pid in descendants(proc.pid)]
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, sig)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+        self.children.pop(proc).stop(sig, timeout_s)
         if proc in self.procs:
             self.procs.remove(proc)
         for pid, cmdline in orphans:
@@ -168,6 +161,7 @@ class Children:
             self.stop(proc)
             raise RuntimeError(f"{name} did not finish in {timeout_s:.0f} s") from None
         self.procs.remove(proc)
+        self.children.pop(proc).close()
         lines = out.decode().strip().splitlines()
         if proc.returncode != 0 or not lines:
             raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{self.tail(name)}")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 
 from tests.pipeline import poll
+from tracklane.processes import Child
 
 
 def collector_env(bootstrap: str, topic: str, projects: Path, port: int, data_dir: Path,
@@ -27,10 +27,9 @@ def collector_env(bootstrap: str, topic: str, projects: Path, port: int, data_di
 class CollectorProcess:
     def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
         self.port = port
-        self._log = log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tracklane.cli", "collector"], env=env,
-            stdout=self._log, stderr=self._log)
+        self.child = Child([sys.executable, "-m", "tracklane.cli", "collector"], stdout=log,
+                           stderr=log, env=env)
+        self.process = self.child.process
 
     async def wait_healthy(self, timeout_s: float = 30.0) -> None:
         async def healthy() -> bool:
@@ -45,15 +44,10 @@ class CollectorProcess:
         await poll(healthy, timeout_s, "collector did not come up", interval_s=0.1)
 
     def kill(self) -> None:
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+        self.child.kill()
 
     def terminate(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(30)
-        self._log.close()
-        return int(self.process.returncode)
+        return self.child.stop(signal.SIGTERM, 30)
 
     def rss_bytes(self) -> int:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.pipeline import poll
 from tracklane.broker import free_port
+from tracklane.processes import Child
 
 
 def migrate_store(env: dict[str, str]) -> None:
@@ -29,11 +30,9 @@ class StreamProcess:
         self.metrics_port = free_port()
         run_env = {**env, "TRACKLANE_METRICS_PORT": str(self.metrics_port),
                    "TRACKLANE_STREAM_FAULT": fault}
-        self._log = log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tracklane.cli", "stream"], env=run_env,
-            stdout=self._log, stderr=self._log,
-        )
+        self.child = Child([sys.executable, "-m", "tracklane.cli", "stream"], stdout=log,
+                           stderr=log, env=run_env)
+        self.process = self.child.process
 
     async def metrics(self) -> dict[str, float]:
         try:
@@ -50,7 +49,7 @@ class StreamProcess:
 
     async def wait_exit(self, timeout_s: float) -> int:
         await poll(lambda: self.process.poll() is not None, timeout_s, "stream did not exit")
-        self._log.close()
+        self.child.close()
         return int(self.process.returncode)
 
 

@@ -15,6 +15,7 @@ from tests.up_process import wait_for
 from tracklane.alerts.rules import ConversionRule, RulesFileError, parse_rules
 from tracklane.alerts.service import check_projects
 from tracklane.broker import free_port
+from tracklane.processes import Child
 
 SHORT = """
 notifiers:
@@ -104,10 +105,10 @@ evaluation:
     subprocess.run([str(Path(sys.executable).parent / "tracklane"), "migrate", "--store",
                     f"chdb://{tmp_path / 'store'}"], cwd=tmp_path, check=True, timeout=120,
                    capture_output=True)
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "tracklane"), "alerts", "--store",
-         f"chdb://{tmp_path / 'store'}", "--alerts-file", str(rules), "--metrics-port",
-         str(port)], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "alerts.log"
+    child = Child([str(Path(sys.executable).parent / "tracklane"), "alerts", "--store",
+                   f"chdb://{tmp_path / 'store'}", "--alerts-file", str(rules),
+                   "--metrics-port", str(port)], stdout=log, stderr=log, cwd=tmp_path)
     try:
         def evaluated() -> bool:
             try:
@@ -119,7 +120,7 @@ evaluation:
                     'verdict="insufficient_data"}') in text
         wait_for(evaluated, 60, "tracklane alerts did not evaluate")
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=30)
-    assert process.returncode == 0, err
+        code = child.stop(signal.SIGTERM, 30)
+    err = log.read_text()
+    assert code == 0, err
     assert "Traceback" not in err

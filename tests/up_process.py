@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from tracklane.processes import Child
+
 
 def wait_for(check: Any, timeout_s: float, message: str) -> Any:
     deadline = time.monotonic() + timeout_s
@@ -34,16 +36,12 @@ def tracklane_up(
     """`tracklane up` in workdir (data under ./data), stopped with Ctrl-C at the end."""
     banners = (workdir / "up.out").read_bytes() if (workdir / "up.out").exists() else b""
     started = banners.count(b"Tracklane is up.")
-    out = (workdir / "up.out").open("ab")
-    err = (workdir / "up.err").open("ab")
-    process = subprocess.Popen(
-        # The installed console script, as README's first command runs it.
-        [str(Path(sys.executable).parent / "tracklane"), "up", "--port", str(port),
-         "--data-dir", "data"], cwd=workdir, stdout=out, stderr=err,
-        env={**os.environ, **(env or {})},
-        # Its own process group, as a service manager starts it: a test can kill the group.
-        start_new_session=True,
-    )
+    # The installed console script, as README's first command runs it, in a session of its
+    # own, as a service manager starts it: a test can kill the group.
+    child = Child([str(Path(sys.executable).parent / "tracklane"), "up", "--port", str(port),
+                   "--data-dir", "data"], stdout=workdir / "up.out", stderr=workdir / "up.err",
+                  cwd=workdir, env={**os.environ, **(env or {})})
+    process = child.process
 
     try:
         wait_for(lambda: (workdir / "up.out").read_bytes().count(b"Tracklane is up.") > started
@@ -51,11 +49,7 @@ def tracklane_up(
         assert process.poll() is None, (workdir / "up.err").read_text()
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            process.wait(30)
-        out.close()
-        err.close()
+        child.stop(signal.SIGINT, 30)
 
 
 def stored_rows(workdir: Path, sql: str, **parameters: str) -> list[tuple[str, ...]]:

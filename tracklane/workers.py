@@ -29,7 +29,7 @@ from pathlib import Path
 
 from prometheus_client.multiprocess import mark_process_dead
 
-from tracklane.broker import die_with_parent
+from tracklane.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 
