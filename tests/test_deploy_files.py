@@ -98,7 +98,7 @@ def test_the_configuration_reference_is_generated_and_current() -> None:
 
 def test_ci_runs_readmes_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
-    test_command = "ruff check . && mypy && lint-imports && python -m pytest -q"
+    test_command = "ruff check . && mypy && lint-imports && python -m pytest -q -n 2"
     assert test_command in readme
     assert test_command in (ROOT / ".ci" / "run").read_text()
 
