@@ -89,10 +89,6 @@ class RollingSink:
         return StreamService(kafka, config, self._client, self._metrics,
                              log_name=self._kafka.topic)
 
-    @property
-    def generation(self) -> int:
-        return self._generation
-
     # -- the journals' side ----------------------------------------------------------------
 
     def add_local(self, name: str, report: Callable[[], LogReport]) -> None:
@@ -126,9 +122,6 @@ class RollingSink:
 
     async def drain(self, timeout_s: float) -> bool:
         return await self._service.drain(timeout_s)
-
-    def inserted_offsets(self) -> dict[int, int]:
-        return self._service.inserted_offsets()
 
     async def run(self) -> None:
         """Run the sink until stopped, moving it to each new generation."""
