@@ -35,9 +35,11 @@ from tracklane.collector.body import (
 from tracklane.collector.client_address import client_ip
 from tracklane.collector.client_config import client_config_router
 from tracklane.collector.config import CollectorConfig
+from tracklane.collector.dashboard_files import dashboard_router, default_dashboard_dir
 from tracklane.collector.delivery import Delivery, NotAccepted
 from tracklane.collector.enrich import anonymize_ip, parse_user_agent
 from tracklane.collector.fastpath import Handler, IngestApp
+from tracklane.collector.geoip import GeoIP
 from tracklane.collector.ingest_log import IngestLog
 from tracklane.collector.limits import ClientSlots, InflightLimit, RateLimiter
 from tracklane.collector.persons_api import persons_router
@@ -80,6 +82,7 @@ class CollectorDeps:
     clock: Clock = utc_now
     monotonic: Callable[[], float] = time.monotonic  # for rate limits
     sdk_dir: Path | None = None  # where the built browser SDK is; default: the checkout's
+    dashboard_dir: Path | None = None  # the built dashboard; default: the package's
     ingest_log: IngestLog | None = None  # per-minute outcomes in ClickHouse, when there is one
     # A worker of `up --workers`: the process that owns the store answers the routes that
     # need it (collector/upstream.py).
@@ -226,7 +229,8 @@ def create_app(deps: CollectorDeps) -> FastAPI:
     async def metrics() -> Response:
         return Response(deps.metrics.exposition(), media_type=EXPOSITION_TYPE)
 
-    store_routers = (read_router(deps.projects, deps.store, deps.metrics),
+    store_routers = (read_router(deps.projects, deps.store, deps.metrics, deps.clock,
+                                 deps.config.pipeline),
                      alerts_router(deps.projects, deps.store, deps.clock),
                      query_router(deps.projects, deps.store),
                      users_router(deps.projects, deps.store, deps.clock, deps.config.audit_key),
@@ -245,6 +249,7 @@ def create_app(deps: CollectorDeps) -> FastAPI:
                   include_in_schema=False) for route in owned]
     app.include_router(client_config_router(deps.projects, deps.config))
     app.include_router(sdk_router(deps.sdk_dir or default_sdk_dir()))
+    app.include_router(dashboard_router(deps.dashboard_dir or default_dashboard_dir()))
     return app
 
 
@@ -286,6 +291,7 @@ class _Ingest:
         self._inflight = InflightLimit(cfg.max_inflight_requests, cfg.max_inflight_bytes,
                                        cfg.retry_after_s)
         self._clients = ClientSlots(cfg.max_requests_per_client)
+        self._geo = GeoIP(cfg.geo)
         # A metric's child per label value, looked up once: ``labels()`` costs a pixel hit
         # a few percent.
         self._received = functools.cache(deps.metrics.received.labels)
@@ -469,6 +475,7 @@ class _Ingest:
             project_id=project.id,
             received_at=received_at,
             anonymized_ip=anonymize_ip(raw_ip),
+            geo=self._geo.lookup(raw_ip),
             user_agent=parse_user_agent(end_user_agent(msg, request_ua, browser)),
             source=message_source(msg, route, browser),
             # The backend's own address is no person's: a backend inside an excluded

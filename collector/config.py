@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from tracklane.collector.client_address import Network
 from tracklane.contract import TimeLimits
@@ -30,6 +31,15 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class GeoConfig:
+    """``database``: a MaxMind-format ``.mmdb`` adding region and city, or None;
+    ``enabled``: False leaves every event's place empty."""
+
+    database: Path | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class CollectorConfig:
     max_body_bytes: int
     max_event_bytes: int
@@ -51,3 +61,6 @@ class CollectorConfig:
     segment_cdn: str = "https://cdn.segment.com"
     # Keys the erasure audit's hash of each erased user id (see store/erasure.py).
     audit_key: bytes = b""
+    geo: GeoConfig = field(default_factory=GeoConfig)
+    # The sink whose progress /v1/stats/pipeline reports: its consumer group and topic.
+    pipeline: tuple[str, str] = ("tracklane-sink", "tracklane.events")

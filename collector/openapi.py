@@ -190,6 +190,8 @@ PIXEL_RESPONSES: Responses = {
 QUERY_RESPONSES: Responses = errors("QueryError", E.INVALID_QUERY, E.INVALID_JSON,
                                     *_READ_ERRORS)
 
+READ_RESPONSES: Responses = errors("ReadError", *_READ_ERRORS)
+
 STATS_RESPONSES: Responses = {
     200: {"model": MinuteStats, "description": "one row per minute of [from, to)"},
     **QUERY_RESPONSES,

@@ -45,6 +45,8 @@ class KpisAnswer(BaseModel):
         description="average order value in that one currency; null without orders or "
                     "with several currencies")
     currencies: list[CurrencyRevenue] = Field(description="per currency, by code")
+    converted: int = Field(ge=0, description="persons with an order")
+    conversion_rate: float = Field(ge=0, le=1, description="converted / visitors_exact")
 
     @classmethod
     def of(cls, kpis: Kpis, order_events: list[str]) -> KpisAnswer:
@@ -104,3 +106,28 @@ class CustomersAnswer(BaseModel):
     @classmethod
     def of(cls, got: Customers, order_events: list[str], tz: str) -> CustomersAnswer:
         return cls.model_validate({**asdict(got), "order_events": order_events, "tz": tz})
+
+
+class RealtimePage(BaseModel):
+    path: str
+    visitors: int = Field(ge=0)
+    pageviews: int = Field(ge=0)
+
+
+class RealtimeAnswer(BaseModel):
+    visitors: int = Field(ge=0, description="persons with an event in the window")
+    pageviews: int = Field(ge=0)
+    window_s: int = Field(description="the window: the last 5 minutes (and as far ahead, "
+                                      "for clients whose clocks run fast)")
+    pages: list[RealtimePage] = Field(description="the pages viewed, by visitors")
+    as_of: str = Field(description="the collector's time the window ends at (ISO 8601)")
+
+
+class PipelineAnswer(BaseModel):
+    watermark_delay_s: float | None = Field(
+        description="how far behind now the sink's watermark is: every event received "
+                    "before it is stored; null before the sink first reports")
+    lag: int | None = Field(description="records in Kafka not yet stored; null likewise")
+    accepted_last_hour: int = Field(ge=0, description="this project's accepted events")
+    rejected_last_hour: int = Field(ge=0, description="this project's rejected events")
+    as_of: str

@@ -27,6 +27,9 @@ from tracklane.errors import ErrorCode
 from tracklane.projects import Project, Projects
 from tracklane.store import analytics, attribution, customers, retention
 from tracklane.store.analytics_errors import QueryError
+from tracklane.store.filters import DIMENSIONS as FILTER_DIMENSIONS
+from tracklane.store.filters import MAX_VALUE as MAX_FILTER_VALUE
+from tracklane.store.filters import Filters
 
 MAX_RANGE = timedelta(days=400)
 _T = TypeVar("_T")
@@ -53,9 +56,21 @@ class _Query(BaseModel):
 
 
 EventName = Annotated[str, Field(min_length=1, max_length=200)]
+FilterValue = Annotated[str, Field(max_length=MAX_FILTER_VALUE)]
 
 
-class _Orders(_Query):
+class _Filtered(BaseModel):
+    filters: dict[Literal[FILTER_DIMENSIONS], FilterValue] = Field(  # type: ignore[valid-type]
+        default_factory=dict,
+        description="dimension -> value: only the events with that value, and the sessions "
+                    "with such an event (docs/analytics.md#filters)")
+
+    @property
+    def where(self) -> Filters:
+        return Filters(dict(self.filters))
+
+
+class _Orders(_Query, _Filtered):
     order_events: list[EventName] | None = Field(
         None, min_length=1, max_length=analytics.MAX_ORDER_EVENTS,
         description="the events that count as orders; default the project's order_events")
@@ -82,35 +97,41 @@ class CustomersQuery(_Orders):
     tz: str = Field("UTC", description="IANA time zone of the CLV cohort months")
 
 
-class TimeseriesQuery(_Query):
-    event: str = Field(min_length=1, max_length=200)
+class TimeseriesQuery(_Query, _Filtered):
+    event: str | None = Field(None, min_length=1, max_length=200,
+                              description="one event; omitted: every event")
     grain: Literal["minute", "hour", "day"] = "hour"
     tz: str = Field("UTC", description="IANA time zone for hour and day buckets")
     visitors: bool = Field(True, description="also unique persons (slower over long ranges)")
 
 
-class BreakdownQuery(_Query):
+class SeriesQuery(_Orders):
+    metric: Literal[analytics.METRICS]  # type: ignore[valid-type]
+    grain: Literal["minute", "hour", "day"] = "hour"
+    tz: str = Field("UTC", description="IANA time zone for hour and day buckets")
+
+
+class BreakdownQuery(_Query, _Filtered):
     dimension: Literal[analytics.DIMENSIONS] = Field(  # type: ignore[valid-type]
-        description="page (by page views); source: browser, server, pixel or mobile (by "
-                    "persons); entry_page, exit_page, referrer_domain, utm_*, device, "
-                    "browser, os (by sessions)")
+        description="page (by page views); source: browser, server, pixel or mobile, and "
+                    "event names (by persons); entry_page, exit_page, referrer_domain, "
+                    "utm_*, device, browser, os, country, region, city (by sessions)")
     limit: int = Field(100, ge=1, le=1000)
 
 
-class ConversionQuery(_Query):
+class ConversionQuery(_Query, _Filtered):
     goal: str = Field(min_length=1, max_length=200)
 
 
-class FunnelQuery(_Query):
+class FunnelQuery(_Query, _Filtered):
     steps: list[str] = Field(min_length=analytics.FUNNEL_STEPS[0],
                              max_length=analytics.FUNNEL_STEPS[1])
     window_s: float = Field(3600, gt=0, le=90 * 86400,
                             description="each person's time from step 1 to the last step")
-    breakdown: Literal["referrer_domain", "utm_source", "utm_medium", "utm_campaign",
-                       "device", "browser", "os"] | None = None
+    breakdown: Literal[analytics.FUNNEL_BREAKDOWNS] | None = None  # type: ignore[valid-type]
 
 
-class RetentionQuery(BaseModel):
+class RetentionQuery(_Filtered):
     model_config = ConfigDict(extra="forbid")
 
     from_day: date = Field(description="first cohort day (local date in tz)")
@@ -137,7 +158,7 @@ class RetentionQuery(BaseModel):
         return self
 
 
-class AttributionQuery(_Query):
+class AttributionQuery(_Query, _Filtered):
     conversion_event: str = Field(min_length=1, max_length=200)
     model: Literal[attribution.MODELS]  # type: ignore[valid-type]
     lookback_days: float = Field(30, ge=0, le=365)
@@ -166,7 +187,8 @@ def query_router(projects: Projects, store: Client | None) -> APIRouter:
         """PV, UV (approximate and exact), sessions, bounce rate, visit duration, and the
         orders with their revenue and AOV per currency."""
         events = q.orders(project)
-        got = await run(project, lambda c, p: analytics.kpis(c, p, q.start, q.end, events))
+        got = await run(project, lambda c, p: analytics.kpis(
+            c, p, q.start, q.end, events, q.where))
         return KpisAnswer.of(got, events)
 
     @router.post("/customers", response_model=CustomersAnswer)
@@ -180,29 +202,41 @@ def query_router(projects: Projects, store: Client | None) -> APIRouter:
 
     @router.post("/timeseries")
     async def timeseries(project: Authed, q: TimeseriesQuery) -> dict[str, Any]:
-        """One event per minute, hour or local day, from the rollups."""
+        """One event (or every event) per minute, hour or local day, from the rollups
+        (from the raw events when filtered)."""
         points = await run(project, lambda c, p: analytics.timeseries(
-            c, p, q.event, q.start, q.end, q.grain, q.tz, q.visitors))
+            c, p, q.event, q.start, q.end, q.grain, q.tz, q.visitors, q.where))
         return {"points": [_json(asdict(pt)) for pt in points]}
+
+    @router.post("/series")
+    async def series(project: Authed, q: SeriesQuery) -> dict[str, Any]:
+        """One KPI (page views, visitors, sessions, bounce rate, duration, orders, revenue,
+        conversion rate) per minute, hour or local day; buckets without traffic left out."""
+        events = q.orders(project)
+        points = await run(project, lambda c, p: analytics.series(
+            c, p, q.metric, q.start, q.end, q.grain, q.tz, events, q.where))
+        return {"metric": q.metric, "points": [_json(asdict(pt)) for pt in points]}
 
     @router.post("/breakdown")
     async def breakdown(project: Authed, q: BreakdownQuery) -> dict[str, Any]:
         """Top pages, entry and exit pages, sources, campaigns, devices, browsers, OSes."""
         rows = await run(project, lambda c, p: analytics.breakdown(
-            c, p, q.start, q.end, q.dimension, q.limit))
+            c, p, q.start, q.end, q.dimension, q.limit, q.where))
         return {"rows": [asdict(r) for r in rows]}
 
     @router.post("/conversion")
     async def conversion(project: Authed, q: ConversionQuery) -> dict[str, Any]:
         """Share of persons who did the goal event."""
-        got = await run(project, lambda c, p: analytics.conversion(c, p, q.start, q.end, q.goal))
+        got = await run(project, lambda c, p: analytics.conversion(
+            c, p, q.start, q.end, q.goal, q.where))
         return asdict(got)
 
     @router.post("/funnel")
     async def funnel(project: Authed, q: FunnelQuery) -> dict[str, Any]:
         """Persons reaching each step in order within the window, optionally by segment."""
         funnels = await run(project, lambda c, p: analytics.funnel(
-            c, p, q.start, q.end, q.steps, timedelta(seconds=q.window_s), q.breakdown))
+            c, p, q.start, q.end, q.steps, timedelta(seconds=q.window_s), q.breakdown,
+            q.where))
         return {"funnels": [asdict(f) for f in funnels]}
 
     @router.post("/retention")
@@ -210,7 +244,7 @@ def query_router(projects: Projects, store: Client | None) -> APIRouter:
         """Cohorts by first-seen day (or first cohort_event), returning on day N."""
         got = await run(project, lambda c, p: retention.retention(
             c, p, start=q.from_day, end=q.to_day, tz=q.tz, cohort_event=q.cohort_event,
-            return_event=q.return_event, max_day=q.max_day))
+            return_event=q.return_event, max_day=q.max_day, filters=q.where))
         # A day-N rate only counts cohorts that have had N days to come back.
         as_of = datetime.now(UTC).date()
         rates = {f"d{n}": got.rate(n, as_of) for n in (1, 7, 30) if n <= q.max_day}
@@ -223,7 +257,7 @@ def query_router(projects: Projects, store: Client | None) -> APIRouter:
         credits = await run(project, lambda c, p: attribution.attribution(
             c, p, conversion_event=q.conversion_event, start=q.start, end=q.end,
             model=q.model, lookback=timedelta(days=q.lookback_days),
-            half_life=timedelta(days=q.half_life_days)))
+            half_life=timedelta(days=q.half_life_days), filters=q.where))
         return {"channels": [asdict(c) for c in credits]}
 
     return router

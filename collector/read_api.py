@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from fastapi import APIRouter, Request
 
+from tracklane.alerts.clickhouse_rollups import pipeline_progress
+from tracklane.clock import Clock
 from tracklane.collector import openapi
 from tracklane.collector.body import RequestError
+from tracklane.collector.query_answers import PipelineAnswer, RealtimeAnswer
 from tracklane.contract import MAX_ID_LENGTH
 from tracklane.errors import ErrorCode
 from tracklane.metrics import Metrics
 from tracklane.projects import Project, Projects
-from tracklane.store import queries
+from tracklane.store import analytics, queries
 
 MAX_RANGE = timedelta(days=7)
 # The years ClickHouse's DateTime64 holds. Refusing others also keeps range arithmetic
@@ -23,8 +27,43 @@ MAX_RANGE = timedelta(days=7)
 YEARS = (1900, 2299)
 
 
-def read_router(projects: Projects, store: Client | None, metrics: Metrics) -> APIRouter:
+def read_router(projects: Projects, store: Client | None, metrics: Metrics, clock: Clock,
+                pipeline: tuple[str, str]) -> APIRouter:
+    """``pipeline``: the consumer group and topic of the sink whose progress is reported."""
     router = APIRouter()
+
+    def need_store(request: Request) -> tuple[Project, Client]:
+        project = read_project(request, projects)
+        if store is None:
+            raise RequestError(ErrorCode.STORE_UNAVAILABLE)
+        return project, store
+
+    @router.get("/v1/stats/realtime", response_model=RealtimeAnswer,
+                responses=openapi.READ_RESPONSES)
+    async def stats_realtime(request: Request) -> dict[str, Any]:
+        """Persons and page views of the last 5 minutes, and the pages they are on."""
+        project, client = need_store(request)
+        now = clock()
+        got = await asyncio.to_thread(analytics.realtime, client, project.id, now)
+        return {"visitors": got.visitors, "pageviews": got.pageviews,
+                "window_s": int(analytics.REALTIME_WINDOW.total_seconds()),
+                "pages": [asdict(p) for p in got.pages], "as_of": _iso(now)}
+
+    @router.get("/v1/stats/pipeline", response_model=PipelineAnswer,
+                responses=openapi.READ_RESPONSES)
+    async def stats_pipeline(request: Request) -> dict[str, Any]:
+        """How fresh the numbers are: the sink's watermark delay and lag (for the whole
+        pipeline), and the project's accepted and rejected events of the last hour."""
+        project, client = need_store(request)
+        now = clock()
+        progress = await asyncio.to_thread(pipeline_progress, client, *pipeline)
+        totals = await asyncio.to_thread(queries.ingest_totals, client, project.id,
+                                         now - timedelta(hours=1))
+        delay = (now - progress.watermark).total_seconds() if progress.watermark else None
+        return {"watermark_delay_s": None if delay is None else max(delay, 0.0),
+                "lag": progress.lag if progress.watermark else None,
+                "accepted_last_hour": totals.get("accepted", 0),
+                "rejected_last_hour": totals.get("rejected", 0), "as_of": _iso(now)}
 
     @router.get("/v1/stats/minutes", responses=openapi.STATS_RESPONSES,
                 openapi_extra=openapi.STATS_EXTRA)
@@ -50,6 +89,10 @@ def read_router(projects: Projects, store: Client | None, metrics: Metrics) -> A
         ]}
 
     return router
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def read_project(request: Request, projects: Projects) -> Project:

@@ -30,6 +30,7 @@ from clickhouse_connect.driver.client import Client
 
 from tracklane.store.analytics import check_range
 from tracklane.store.analytics_errors import QueryError
+from tracklane.store.filters import NO_FILTERS, Filters
 from tracklane.store.persons import counted_events
 from tracklane.store.sessions import PERSON_SESSIONS, session_params
 
@@ -54,12 +55,15 @@ _CHANNEL = """multiIf(
 
 # Parameters: the SESSIONS ones for sessions starting in [start - lookback, end), plus
 # %(event)s, %(conv_lo)s, %(conv_hi)s, %(lookback)s and %(half_life)s (milliseconds).
-_ATTRIBUTION = f"""
+# With filters, only the conversions that match them are credited.
+def _attribution(filters: Filters) -> str:
+    return f"""
 WITH
 conversions AS (
     SELECT message_id, person, timestamp AS ts, toFloat64(revenue) AS revenue
     FROM ({counted_events("event = %(event)s "
-                          "AND timestamp >= %(conv_lo)s AND timestamp < %(conv_hi)s")})
+                          "AND timestamp >= %(conv_lo)s AND timestamp < %(conv_hi)s"
+                          + filters.sql)})
 ),
 touch_sessions AS (
     SELECT person, started_at, {_CHANNEL} AS channel FROM ({PERSON_SESSIONS})
@@ -104,7 +108,8 @@ class ChannelCredit:
 
 def attribution(client: Client, project_id: str, *, conversion_event: str, start: datetime,
                 end: datetime, model: str, lookback: timedelta = timedelta(days=30),
-                half_life: timedelta = timedelta(days=7)) -> list[ChannelCredit]:
+                half_life: timedelta = timedelta(days=7),
+                filters: Filters = NO_FILTERS) -> list[ChannelCredit]:
     """Conversions in [start, end) credited to channels by ``model``, most credited first."""
     check_range(start, end)
     if model not in _WEIGHTS:
@@ -114,8 +119,8 @@ def attribution(client: Client, project_id: str, *, conversion_event: str, start
     if half_life <= timedelta(0):
         raise QueryError("half_life: must be positive")
     rows = client.query(
-        _ATTRIBUTION.replace("{weights}", _WEIGHTS[model]),
-        parameters={
+        _attribution(filters).replace("{weights}", _WEIGHTS[model]),
+        parameters={**filters.params,
             **session_params(project_id, start - lookback, end),
             "event": conversion_event, "conv_lo": start, "conv_hi": end,
             "lookback": _ms(lookback), "half_life": _ms(half_life),

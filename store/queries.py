@@ -190,3 +190,13 @@ def _floor_minute(ts: datetime) -> datetime:
 
 def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def ingest_totals(client: Client, project_id: str, since: datetime) -> dict[str, int]:
+    """Events the collectors accepted and rejected for a project since ``since``, by outcome."""
+    rows = client.query(
+        "SELECT outcome, sum(events) FROM ingest_minute WHERE project_id = %(p)s "
+        "AND minute >= %(s)s GROUP BY outcome",
+        parameters={"p": project_id, "s": _floor_minute(since)},
+    ).result_rows
+    return {str(outcome): int(n) for outcome, n in rows}

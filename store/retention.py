@@ -18,6 +18,7 @@ from clickhouse_connect.driver.client import Client
 
 from tracklane.store.analytics import check_tz
 from tracklane.store.analytics_errors import QueryError
+from tracklane.store.filters import NO_FILTERS, Filters
 from tracklane.store.persons import counted_events
 
 MAX_DAY = 365
@@ -29,18 +30,20 @@ _TZ_MARGIN = timedelta(days=1)
 # Per cohort day in [%(start)s, %(end)s]: its size and, per person, the offsets (0..%(max)s)
 # of the local days with a return event. A person without any return event still counts
 # in the size: the LEFT JOIN gives them the default date 1970-01-01, offset out of range.
-_RETENTION = f"""
+# With filters, only the matching events count, as cohort and as return events.
+def _retention(filters: Filters) -> str:
+    return f"""
 WITH
 firsts AS (
     SELECT person, toDate(min(timestamp), %(tz)s) AS cohort_day
-    FROM ({counted_events("%(any_c)s = 1 OR event = %(c)s")})
+    FROM ({counted_events("(%(any_c)s = 1 OR event = %(c)s)" + filters.sql)})
     GROUP BY person
     HAVING cohort_day >= %(start)s AND cohort_day <= %(end)s
 ),
 returns AS (
     SELECT DISTINCT person, toDate(timestamp, %(tz)s) AS day
     FROM ({counted_events("(%(any_r)s = 1 OR event = %(r)s) "
-                          "AND timestamp >= %(lo)s AND timestamp < %(hi)s")})
+                          "AND timestamp >= %(lo)s AND timestamp < %(hi)s" + filters.sql)})
     WHERE day >= %(start)s AND day <= %(last)s
 )
 SELECT cohort_day, count() AS size,
@@ -85,7 +88,7 @@ class Retention:
 
 def retention(client: Client, project_id: str, *, start: date, end: date, tz: str = "UTC",
               cohort_event: str | None = None, return_event: str | None = None,
-              max_day: int = 30) -> Retention:
+              max_day: int = 30, filters: Filters = NO_FILTERS) -> Retention:
     """Cohorts by local first-seen day in [start, end] (inclusive), retained days 0..max_day."""
     if end < start:
         raise QueryError("end: must not be before start")
@@ -95,8 +98,8 @@ def retention(client: Client, project_id: str, *, start: date, end: date, tz: st
         raise QueryError(f"max_day: 0 to {MAX_DAY}")
     last = end + timedelta(days=max_day)
     rows = client.query(
-        _RETENTION,
-        parameters={
+        _retention(filters),
+        parameters={**filters.params,
             "p": project_id, "tz": check_tz(tz), "start": start, "end": end, "last": last,
             "max": max_day,
             # A flag rather than NULL or '' as "any event": '' is a (strange) event name.

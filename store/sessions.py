@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from tracklane.store.filters import NO_FILTERS, Filters
 from tracklane.store.persons import COUNTED, PERSON, WITH_RECENT
 
 SESSION_GAP = timedelta(minutes=30)
@@ -40,7 +41,8 @@ FROM
         referrer_domain, toString(utm_source) AS utm_source,
         toString(utm_medium) AS utm_medium, toString(utm_campaign) AS utm_campaign,
         toString(device_type) AS device_type, toString(browser) AS browser,
-        toString(os) AS os, revenue,
+        toString(os) AS os, toString(country) AS country, toString(region) AS region,
+        toString(city) AS city, toString(source) AS source, revenue,
         if(session_id = '' AND dateDiff('millisecond',
                lagInFrame(timestamp, 1, toDateTime64(0, 3, 'UTC')) OVER (
                    PARTITION BY anonymous_id, session_id = '' ORDER BY timestamp, message_id
@@ -67,12 +69,22 @@ def session_params(project_id: str, start: datetime, end: datetime) -> dict[str,
 _SESSION_COLUMNS = """
     anonymous_id, user_id, started_at, ended_at, pageviews, interactions, revenue,
     entry_path, exit_path, referrer_domain, utm_source, utm_medium, utm_campaign,
-    device_type, browser, os
+    device_type, browser, os, country, region, city
 """
 
 # One row per counted session of project %(p)s that starts in [%(start)s, %(end)s).
-# Bounce: at most one page view and no other interaction (track or screen).
-SESSIONS = f"""
+# Bounce: at most one page view and no other interaction (track or screen). With filters,
+# the sessions with at least one counted event that matches them (store/filters.py): an
+# SDK session is looked up by its id among the matching events, a sessionized one counts
+# its own.
+def sessions(filters: Filters = NO_FILTERS) -> str:
+    sdk_match = sessionized_match = ""
+    if filters:
+        sdk_match = (f" AND session_id IN (SELECT session_id FROM events WHERE project_id = "
+                     f"%(p)s AND timestamp >= %(lo)s AND timestamp < %(hi)s AND "
+                     f"session_id != '' AND {COUNTED}{filters.sql})")
+        sessionized_match = f" AND countIf(1{filters.sql}) > 0"
+    return f"""
 SELECT session_key, {_SESSION_COLUMNS},
        pageviews <= 1 AND interactions = 0 AS bounce,
        dateDiff('millisecond', started_at, ended_at) / 1000 AS duration_s
@@ -88,9 +100,10 @@ FROM
         argMinMerge(utm_source) AS utm_source, argMinMerge(utm_medium) AS utm_medium,
         argMinMerge(utm_campaign) AS utm_campaign,
         argMinMerge(device_type) AS device_type, argMinMerge(browser) AS browser,
-        argMinMerge(os) AS os
+        argMinMerge(os) AS os, argMinMerge(country) AS country,
+        argMinMerge(region) AS region, argMinMerge(city) AS city
     FROM sessions
-    WHERE project_id = %(p)s AND day >= toDate(%(lo)s) AND day <= toDate(%(hi)s)
+    WHERE project_id = %(p)s AND day >= toDate(%(lo)s) AND day <= toDate(%(hi)s){sdk_match}
     GROUP BY session_id
     HAVING max(is_bot) = 0
     UNION ALL
@@ -102,13 +115,23 @@ FROM
         argMinIf(path, timestamp, type = 'page'), argMaxIf(path, timestamp, type = 'page'),
         argMin(referrer_domain, timestamp), argMin(utm_source, timestamp),
         argMin(utm_medium, timestamp), argMin(utm_campaign, timestamp),
-        argMin(device_type, timestamp), argMin(browser, timestamp), argMin(os, timestamp)
+        argMin(device_type, timestamp), argMin(browser, timestamp), argMin(os, timestamp),
+        argMin(country, timestamp), argMin(region, timestamp), argMin(city, timestamp)
     FROM ({_UNSESSIONED_EVENTS})
     GROUP BY session_key
+    HAVING 1{sessionized_match}
 )
 WHERE started_at >= %(start)s AND started_at < %(end)s
 """
 
+
+SESSIONS = sessions()
+
+
 # SESSIONS with each session's ``person`` (see store.persons): for the queries that need
 # it, since resolving persons is a cost the others need not pay.
-PERSON_SESSIONS = f"{WITH_RECENT} SELECT *, {PERSON} AS person FROM ({SESSIONS})"
+def person_sessions(filters: Filters = NO_FILTERS) -> str:
+    return f"{WITH_RECENT} SELECT *, {PERSON} AS person FROM ({sessions(filters)})"
+
+
+PERSON_SESSIONS = person_sessions()

@@ -35,7 +35,9 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from tracklane.collector.config import GeoConfig
 from tracklane.collector.enrich import anonymize_ip, parse_user_agent
+from tracklane.collector.geoip import GeoIP
 from tracklane.collector.traffic import (
     end_user_agent,
     end_user_ip,
@@ -84,6 +86,12 @@ EXCLUSIONS = Exclusions.model_validate(
     {"ips": ["198.51.100.0/24"], "user_ids": ["qa@shop.example"]})
 OFFICE_IP = "198.51.100.23"
 SHOPPER_IP = "192.0.2.10"
+# Shoppers' addresses and the country the registries' data gives each: a documentation
+# address has none.
+COUNTRIES = {"81.2.69.160": "GB", "8.8.8.8": "US", "1.0.16.1": "JP",
+             "2a00:1450:4001::1": "IE", SHOPPER_IP: ""}
+SHOPPER_IPS = tuple(COUNTRIES)
+GEO = GeoIP(GeoConfig())
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,10 @@ class Hit:
     def distinct_id(self) -> str:
         """The ids as the event carried them (what the minute rollups count)."""
         return self.user_id or self.anonymous_id
+
+    @property
+    def country(self) -> str:
+        return COUNTRIES.get(self.ip, "")
 
     @property
     def excluded(self) -> bool:
@@ -308,7 +320,8 @@ def generate(project_id: str, users: int = 2000, seed: int = 7) -> Shop:
             user_id = b.visit(user, start, channel,
                               (DESKTOP if agent is PHONE else PHONE) if second_device else agent,
                               sdk, user_id, visit_no,
-                              anon=f"a-{user}-b" if second_device else "")
+                              anon=f"a-{user}-b" if second_device else "",
+                              ip=SHOPPER_IPS[user % len(SHOPPER_IPS)])
     _shared_browsers(b)
     _internal_traffic(b)
     for n in range(300):  # a crawler: page views that no metric may count
@@ -371,6 +384,7 @@ def rows(shop: Shop) -> Iterator[list[Any]]:
         facts = RequestFacts(
             project_id=shop.project_id, received_at=hit.ts + timedelta(seconds=1),
             anonymized_ip=anonymize_ip(hit.ip),
+            geo=GEO.lookup(msg.context.ip or hit.ip),
             user_agent=parse_user_agent(end_user_agent(msg, hit.agent.ua, browser)),
             source=message_source(msg, route, browser),
             excluded=exclusion_reason(EXCLUSIONS, msg, end_user_ip(msg, hit.ip, browser)))

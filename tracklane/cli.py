@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from tracklane.alerts.rules import RulesFileError
 from tracklane.broker import BrokerStartError
+from tracklane.collector.geoip import GeoDatabaseError
 from tracklane.collector.spool import SpoolOpenError
 from tracklane.logs import setup_logging
 from tracklane.projects import Project, ProjectsFileError, new_keys, project_toml
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ProjectsFileError, StoreConfigError, MigrationError, BrokerStartError,
             FaultSpecError, runner.HttpStartError, RulesFileError,
             runner.AlertsNotConfigured, runner.WorkersConfigError, runner.WorkerStartError,
-            SpoolOpenError) as exc:
+            SpoolOpenError, GeoDatabaseError) as exc:
         print(f"tracklane: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -204,6 +204,11 @@ class Envelope(BaseModel):
     source: str = ""
     excluded: str = ""
     ip: str = ""
+    # Where the request came from, looked up on the raw IP (collector/geoip.py): ISO 3166-1
+    # alpha-2 country, and with a MaxMind database the region and city names.
+    country: str = ""
+    region: str = ""
+    city: str = ""
     locale: str = ""
     library_name: str = ""
     library_version: str = ""
@@ -241,6 +246,13 @@ class UserAgentInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class GeoInfo:
+    country: str = ""
+    region: str = ""
+    city: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class RequestFacts:
     """What the collector knows about the HTTP request an event arrived in."""
 
@@ -250,6 +262,7 @@ class RequestFacts:
     user_agent: UserAgentInfo
     source: Source | Literal[""] = ""
     excluded: ExclusionReason | Literal[""] = ""
+    geo: GeoInfo = GeoInfo()
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +436,9 @@ def envelope_fields(msg: InboundMessage, facts: RequestFacts, limits: TimeLimits
         "source": facts.source,
         "excluded": facts.excluded,
         "ip": facts.anonymized_ip,
+        "country": facts.geo.country,
+        "region": facts.geo.region,
+        "city": facts.geo.city,
         "locale": _text(msg.context.locale, 35),
         "library_name": _text(library.get("name"), 100),
         "library_version": _text(library.get("version"), 50),
@@ -489,7 +505,8 @@ _ROW: tuple[tuple[str, str | None], ...] = (
     ("utm_content", None), ("click_id", None), ("click_id_type", None),
     ("browser", None), ("browser_version", None), ("os", None), ("os_version", None),
     ("device_type", None), ("is_bot", "int(e.is_bot)"),
-    ("source", None), ("excluded", None), ("ip", None), ("locale", None),
+    ("source", None), ("excluded", None), ("ip", None),
+    ("country", None), ("region", None), ("city", None), ("locale", None),
     ("library_name", None), ("library_version", None),
     ("revenue", None), ("currency", None), ("properties", None), ("traits", None),
     # Where the sink read the envelope, and its batch's token (set last: stream/sink.py).

@@ -46,7 +46,7 @@ class ErrorCode(Enum):
     INVALID_PERSON_ID = _Kind(400, "the person id in the path is empty or too long")
     INVALID_SILENCE = _Kind(400, "an invalid silence, as the message says")
     NOT_FOUND = _Kind(404, "no such route or file")
-    SDK_NOT_BUILT = _Kind(404, "the browser SDK is not built")
+    SDK_NOT_BUILT = _Kind(404, "the browser SDK or the dashboard is not built")
     SILENCE_NOT_FOUND = _Kind(404, "no active silence with this id")
     PERSON_NOT_FOUND = _Kind(404, "no person has this id in the project")
     METHOD_NOT_ALLOWED = _Kind(405, "the route does not take this method")

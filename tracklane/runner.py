@@ -491,6 +491,8 @@ def _banner(settings: Settings, project: Project, broker: TansuBroker, dsn: str,
         f"  project        {project.id}",
         f"  write key      {wk}",
         f"  read key       {rk}",
+        # The key rides in the fragment, which the browser never sends to the server.
+        f"  dashboard      {base}/#key={rk}",
         f"  send events    POST {base}/v1/batch   (also /v1/track, /v1/page, ...)",
         f"  pixel          GET  {base}/p.gif?k={wk}&e=page_view",
         f"  browser SDK    <script src=\"{base}/sdk/tracklane.min.js\"></script>",

@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tracklane.collector.client_address import parse_trusted_proxies
-from tracklane.collector.config import CollectorConfig, DeliveryConfig
+from tracklane.collector.config import CollectorConfig, DeliveryConfig, GeoConfig
 from tracklane.collector.spool import SpoolConfig
 from tracklane.contract import TimeLimits
 from tracklane.kafka import KafkaConfig
@@ -152,6 +152,16 @@ class Settings(BaseSettings):
     the settings Segment's libraries fetch; unset: the request's own scheme and host
     (`X-Forwarded-Proto` from a trusted proxy). Default: unset.
     """
+    geoip: bool = True
+    """Look up each event's country from the request's IP (before the IP is anonymized), from the
+    Regional Internet Registries' data built in; false leaves country, region and city empty.
+    Default: true.
+    """
+    geoip_db: Path | None = None
+    """A MaxMind-format database (`GeoLite2-City.mmdb`, `GeoIP2-City.mmdb`) that adds region and
+    city to the country every event gets from the registries' data built in. Default: unset.
+    """
+
     # Where analytics.js (loaded by Segment's snippet) gets its bundles from: Segment's CDN,
     # or a mirror of it for a site that hosts analytics.js itself.
     segment_cdn: str = "https://cdn.segment.com"
@@ -239,6 +249,13 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     """Logs are JSON lines on stderr. Default: `INFO`."""
 
+    @field_validator("geoip_db")
+    @classmethod
+    def _readable(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"no such file: {v}")
+        return v
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies_parse(cls, value: str) -> str:
@@ -301,6 +318,8 @@ class Settings(BaseSettings):
             public_url=self.public_url.rstrip("/") if self.public_url else None,
             segment_cdn=self.segment_cdn.rstrip("/"),
             audit_key=self.secret.get_secret_value().encode(),
+            geo=GeoConfig(self.geoip_db, self.geoip),
+            pipeline=(self.consumer_group, self.topic),
         )
 
     def sink(self, assign_all: bool = False) -> SinkConfig:
