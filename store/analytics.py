@@ -122,7 +122,7 @@ def kpis(client: Client, project_id: str, start: datetime, end: datetime,
     """
     check_range(start, end)
     params = {"p": project_id, "s": start, "t": end, "o": check_order_events(order_events),
-              **filters.params}
+              **filters.params(start, end)}
     events = client.query(
         "SELECT countIf(type = 'page'), uniq(person), uniqExact(person), "
         "uniqExactIf(person, event IN %(o)s) "
@@ -137,7 +137,7 @@ def kpis(client: Client, project_id: str, start: datetime, end: datetime,
     sess = client.query(
         "SELECT count(), countIf(bounce), avg(duration_s), sum(pageviews) "
         f"FROM ({sessions(filters)})",
-        parameters={**session_params(project_id, start, end), **filters.params},
+        parameters={**session_params(project_id, start, end), **filters.params(start, end)},
     ).result_rows[0]
     n_sessions = int(sess[0])
     currencies = [CurrencyRevenue(str(c), int(n), Decimal(r), per(Decimal(r), int(n)))
@@ -185,7 +185,7 @@ def timeseries(client: Client, project_id: str, event: str | None, start: dateti
     """
     _check_points(start, end, grain)
     params = {"p": project_id, "e": event, "s": start, "t": end, "tz": check_tz(tz),
-              **filters.params}
+              **filters.params(start, end)}
     one = "" if event is None else " AND event = %(e)s"
     if filters:
         sql = (f"SELECT toUnixTimestamp({_bucket(grain, 'timestamp')}) AS b, count(), "
@@ -256,7 +256,7 @@ def series(client: Client, project_id: str, metric: str, start: datetime, end: d
     """
     _check_points(start, end, grain)
     params = {"p": project_id, "s": start, "t": end, "tz": check_tz(tz),
-              "o": check_order_events(order_events), **filters.params}
+              "o": check_order_events(order_events), **filters.params(start, end)}
     if metric in _EVENT_METRICS:
         sql = (f"SELECT toUnixTimestamp({_bucket(grain, 'timestamp')}) AS b, "
                f"{_EVENT_METRICS[metric]} FROM ({counted_events(_IN_RANGE + filters.sql)}) "
@@ -296,7 +296,8 @@ def breakdown(client: Client, project_id: str, start: datetime, end: datetime,
             f"SELECT {expression} AS v, countIf(type = 'page') AS pv, uniqExact(person) AS "
             f"persons, 0, 0, count() FROM ({counted_events(events + filters.sql)}) "
             f"GROUP BY v ORDER BY {rank} DESC, v LIMIT %(n)s",
-            parameters={"p": project_id, "s": start, "t": end, "n": limit, **filters.params},
+            parameters={"p": project_id, "s": start, "t": end, "n": limit,
+                        **filters.params(start, end)},
         ).result_rows
     elif dimension in _SESSION_DIMENSIONS:
         rows = client.query(
@@ -304,7 +305,7 @@ def breakdown(client: Client, project_id: str, start: datetime, end: datetime,
             "uniqExact(person), count() AS n, avg(bounce), 0 "
             f"FROM ({person_sessions(filters)}) GROUP BY v ORDER BY n DESC, v LIMIT %(n)s",
             parameters={**session_params(project_id, start, end), "n": limit,
-                        **filters.params},
+                        **filters.params(start, end)},
         ).result_rows
     else:
         raise QueryError(f"dimension: one of {', '.join(DIMENSIONS)}")
@@ -327,7 +328,7 @@ def conversion(client: Client, project_id: str, start: datetime, end: datetime,
     row = client.query(
         "SELECT uniqExact(person), uniqExactIf(person, event = %(g)s) "
         f"FROM ({counted_events(_IN_RANGE + filters.sql)})",
-        parameters={"p": project_id, "s": start, "t": end, "g": goal, **filters.params},
+        parameters={"p": project_id, "s": start, "t": end, "g": goal, **filters.params(start, end)},
     ).result_rows[0]
     visitors, converted = int(row[0]), int(row[1])
     return Conversion(goal, visitors, converted, converted / visitors if visitors else 0.0)
@@ -374,7 +375,7 @@ def funnel(client: Client, project_id: str, start: datetime, end: datetime,
         f"  windowFunnel(%(w)s)(toUInt64(toUnixTimestamp64Milli(timestamp)), {conditions}) "
         f"   AS level FROM ({counted_events(_IN_RANGE + filters.sql)}) GROUP BY person"
         ") GROUP BY segment, level",
-        parameters={**params, **filters.params, "p": project_id, "s": start, "t": end,
+        parameters={**params, **filters.params(start, end), "p": project_id, "s": start, "t": end,
                     "w": int(window.total_seconds() * 1000)},
     ).result_rows
     reached: dict[str, list[int]] = {}

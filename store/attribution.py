@@ -120,7 +120,7 @@ def attribution(client: Client, project_id: str, *, conversion_event: str, start
         raise QueryError("half_life: must be positive")
     rows = client.query(
         _attribution(filters).replace("{weights}", _WEIGHTS[model]),
-        parameters={**filters.params,
+        parameters={**filters.params(start - lookback, end),
             **session_params(project_id, start - lookback, end),
             "event": conversion_event, "conv_lo": start, "conv_hi": end,
             "lookback": _ms(lookback), "half_life": _ms(half_life),

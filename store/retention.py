@@ -26,6 +26,7 @@ MAX_COHORTS = 3660  # days in one query: the result has a row per day, zero-fill
 # No time zone is more than 14 hours from UTC: a day either side of the local dates
 # bounds their UTC instants, so the scan can use the table's (UTC) date key.
 _TZ_MARGIN = timedelta(days=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Per cohort day in [%(start)s, %(end)s]: its size and, per person, the offsets (0..%(max)s)
 # of the local days with a return event. A person without any return event still counts
@@ -99,7 +100,9 @@ def retention(client: Client, project_id: str, *, start: date, end: date, tz: st
     last = end + timedelta(days=max_day)
     rows = client.query(
         _retention(filters),
-        parameters={**filters.params,
+        parameters={
+            # First events are looked for all time: so are the sessions of first touches.
+            **filters.params(_EPOCH, _utc_midnight(last) + 2 * _TZ_MARGIN),
             "p": project_id, "tz": check_tz(tz), "start": start, "end": end, "last": last,
             "max": max_day,
             # A flag rather than NULL or '' as "any event": '' is a (strange) event name.

@@ -73,17 +73,19 @@ _SESSION_COLUMNS = """
 """
 
 # One row per counted session of project %(p)s that starts in [%(start)s, %(end)s).
-# Bounce: at most one page view and no other interaction (track or screen). With filters,
-# the sessions with at least one counted event that matches them (store/filters.py): an
-# SDK session is looked up by its id among the matching events, a sessionized one counts
-# its own.
+# Bounce: at most one page view and no other interaction (track or screen). With filters
+# (store/filters.py), the sessions whose first touch matches and that have at least one
+# counted event matching the rest: an SDK session is looked up by its id among the
+# matching events, a sessionized one counts its own.
 def sessions(filters: Filters = NO_FILTERS) -> str:
     sdk_match = sessionized_match = ""
-    if filters:
+    if filters.per_event:
         sdk_match = (f" AND session_id IN (SELECT session_id FROM events WHERE project_id = "
                      f"%(p)s AND timestamp >= %(lo)s AND timestamp < %(hi)s AND "
-                     f"session_id != '' AND {COUNTED}{filters.sql})")
-        sessionized_match = f" AND countIf(1{filters.sql}) > 0"
+                     f"session_id != '' AND {COUNTED}{filters.per_event})")
+        sessionized_match = f" AND countIf(1{filters.per_event}) > 0"
+    sdk_match_touch = filters.first_touch("merged")
+    sessionized_match += filters.first_touch("events")
     return f"""
 SELECT session_key, {_SESSION_COLUMNS},
        pageviews <= 1 AND interactions = 0 AS bounce,
@@ -105,7 +107,7 @@ FROM
     FROM sessions
     WHERE project_id = %(p)s AND day >= toDate(%(lo)s) AND day <= toDate(%(hi)s){sdk_match}
     GROUP BY session_id
-    HAVING max(is_bot) = 0
+    HAVING max(is_bot) = 0{sdk_match_touch}
     UNION ALL
     SELECT
         session_key, any(anonymous_id), max(if(distinct_id != anonymous_id, distinct_id, '')),

@@ -45,13 +45,26 @@ FACTS: dict[str, Callable[[Hit], str]] = {
     "page": lambda h: h.path,
     "device": lambda h: h.agent.device,
     "referrer_domain": lambda h: h.channel.referrer_domain,
+    "utm_source": lambda h: h.channel.utm_source,
 }
+FIRST_TOUCH = {"referrer_domain", "utm_source"}
 CASES = [{"country": "GB"}, {"country": ""}, {"page": "/pricing"}, {"device": "mobile"},
-         {"country": "JP", "device": "desktop"}, {"referrer_domain": "google.com"}]
+         {"country": "JP", "device": "desktop"}, {"referrer_domain": "google.com"},
+         {"utm_source": "newsletter", "page": "/pricing"}, {"utm_source": ""}]
 
 
-def matches(h: Hit, filters: dict[str, str]) -> bool:
-    return all(FACTS[name](h) == value for name, value in filters.items())
+def matcher(shop: Shop, filters: dict[str, str]) -> Callable[[Hit], bool]:
+    """Whether a hit is kept: a first-touch dimension is its SDK session's first event's (a
+    hit without a session id has its own), the others the hit's own."""
+    firsts: dict[str, Hit] = {}
+    for hit in sorted(shop.human, key=lambda x: x.ts):
+        firsts.setdefault(hit.session_id, hit)
+
+    def judged(h: Hit, name: str) -> Hit:
+        return firsts[h.session_id] if name in FIRST_TOUCH and h.session_id else h
+
+    return lambda h: all(FACTS[name](judged(h, name)) == value
+                         for name, value in filters.items())
 
 
 def test_the_shop_comes_from_several_countries(store: Client, shop: Shop) -> None:
@@ -67,10 +80,15 @@ def test_the_shop_comes_from_several_countries(store: Client, shop: Shop) -> Non
 @pytest.mark.parametrize("filters", CASES, ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()))
 def test_filtered_kpis_equal_the_ground_truth(store: Client, shop: Shop,
                                               filters: dict[str, str]) -> None:
-    hits = [h for h in in_range(shop.human, WEEK) if matches(h, filters)]
+    matches = matcher(shop, filters)
+    hits = [h for h in in_range(shop.human, WEEK) if matches(h)]
     assert hits, "a filter the shop never matches proves nothing"
+    # A session's first touch is its first hit's; the other filters need one matching hit.
+    own = {k: v for k, v in filters.items() if k not in FIRST_TOUCH}
+    touch = {k: v for k, v in filters.items() if k in FIRST_TOUCH}
     sessions = [hs for hs in sessions_starting(shop, WEEK)
-                if any(matches(h, filters) for h in hs)]
+                if all(FACTS[k](hs[0]) == v for k, v in touch.items())
+                and any(all(FACTS[k](h) == v for k, v in own.items()) for h in hs)]
     people = {h.person for h in hits}
     orders = [h for h in hits if h.is_order]
     got = analytics.kpis(store, PROJECT, *WEEK, filters=Filters(filters))
@@ -90,13 +108,14 @@ def test_filtered_kpis_equal_the_ground_truth(store: Client, shop: Shop,
 
 def test_filtered_breakdowns(store: Client, shop: Shop) -> None:
     filters = {"country": "US"}
-    hits = [h for h in pages(in_range(shop.human, WEEK)) if matches(h, filters)]
+    matches = matcher(shop, filters)
+    hits = [h for h in pages(in_range(shop.human, WEEK)) if matches(h)]
     got = analytics.breakdown(store, PROJECT, *WEEK, "page", filters=Filters(filters))
     assert {r.value: r.pageviews for r in got} == Counter(h.path for h in hits)
     # Sessions by device, among the sessions with a US event.
     groups: dict[str, int] = Counter(
         hs[0].agent.device for hs in sessions_starting(shop, WEEK)
-        if any(matches(h, filters) for h in hs))
+        if any(matches(h) for h in hs))
     got_devices = analytics.breakdown(store, PROJECT, *WEEK, "device", filters=Filters(filters))
     assert {r.value: r.sessions for r in got_devices} == groups
     # Event names by persons: what the funnel builder offers.
@@ -110,9 +129,10 @@ def test_filtered_breakdowns(store: Client, shop: Shop) -> None:
 
 
 def test_filtered_funnel_and_conversion(store: Client, shop: Shop) -> None:
-    filters = {"device": "mobile"}
+    filters = {"device": "mobile", "utm_source": "google"}
+    matches = matcher(shop, filters)
     steps = ["page_view", "add_to_cart", "purchase"]
-    hits = [h for h in in_range(shop.human, WEEK) if matches(h, filters)]
+    hits = [h for h in in_range(shop.human, WEEK) if matches(h)]
     [funnel] = analytics.funnel(store, PROJECT, *WEEK, steps, timedelta(hours=1),
                                 filters=Filters(filters))
     assert [s.persons for s in funnel.steps] == expected_funnel(hits, steps, timedelta(hours=1))
