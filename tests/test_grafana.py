@@ -27,6 +27,7 @@ from tests.analytics_data import (
     DESKTOP,
     OFFICE_IP,
     PHONE,
+    SHOPPER_IP,
     Agent,
     Channel,
     Hit,
@@ -146,12 +147,16 @@ class Planted:
 DIRECT = Channel()
 
 
+# Where the visitors are (the registries' countries, looked up at ingestion): a3 unknown.
+IPS = {"a1": "81.2.69.160", "a2": "1.0.16.1"}
+
+
 def _hits(base: datetime) -> list[Hit]:
     """Three human sessions and a crawler; see the tests below for what they add up to."""
     def hit(n: int, minute: int, type_: str, event: str, anon: str, session: str, path: str,
             agent: Agent, channel: Channel = DIRECT, revenue: str = "0") -> Hit:
         return Hit(f"{PROJECT}-{n}", base + timedelta(minutes=minute), type_, event, anon, "",
-                   session, path, channel, agent, Decimal(revenue))
+                   session, path, channel, agent, Decimal(revenue), ip=IPS.get(anon, SHOPPER_IP))
 
     google = Channel("google", "cpc", "autumn", "https://www.google.com/")
     news = Channel(referrer="https://news.example/story/1")
@@ -308,6 +313,8 @@ def test_kpis_match_the_planted_sessions(store: Client, planted: Planted) -> Non
     assert referrers == {"google.com": 1, "news.example": 1, "(direct)": 1}
     devices = {r[0]: r[1] for r in run(store, planted, "kpis.json", "Devices")}
     assert devices == {"desktop": 2, "mobile": 1}
+    countries = {r[0]: r[1] for r in run(store, planted, "kpis.json", "Countries")}
+    assert countries == {"GB": 1, "JP": 1, "(unknown)": 1}
     pages = {r[0]: r[1] for r in run(store, planted, "kpis.json", "Top pages")}
     assert pages == {"/": 2, "/pricing": 1, "/docs": 1, "/blog/launch": 1}
 
