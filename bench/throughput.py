@@ -18,6 +18,8 @@ Prints one JSON object on stdout (progress on stderr): every figure beside its t
   ``/v1/stats/minutes``, target p99 <= 2 s; the pixel hits' response time, target p99
   <= 50 ms.
 * rss: ``tracklane collector``'s VmRSS under a steady load; growth after warm-up <= 10%.
+* geoip: events/s of the batch load through a collector looking up each event's country
+  against one that does not (``TRACKLANE_GEOIP=false``); target >= 95%.
 
 Every process (Tansu, servers, load generators) is a child started here and stopped by its
 PID, also on Ctrl-C; each run uses fresh temporary directories and brokers on free ports.
@@ -50,6 +52,8 @@ import httpx
 
 from bench.loadgen import batch_template, descendants, event_bytes
 from tracklane.broker import TansuBroker, free_port
+from tracklane.collector.config import GeoConfig
+from tracklane.collector.geoip import GeoIP
 from tracklane.processes import Child
 from tracklane.settings import Settings
 
@@ -59,7 +63,7 @@ WRITE_KEY = "wk_bench_throughput"
 READ_KEY = "rk_bench_throughput"
 TOPIC = "tracklane.events"  # the default topic; partitions: the default (4)
 TARGETS = {"pixel": 0.35, "batch": 0.30, "sink": 0.50, "freshness_p99_s": 2.0,
-           "pixel_p99_ms": 50.0,
+           "pixel_p99_ms": 50.0, "geoip": 0.95,
            "rss_growth_pct": 10.0}
 
 
@@ -242,16 +246,17 @@ class Bench:
 
     # -- shared pieces ---------------------------------------------------------------------
 
-    def collector(self, broker: TansuBroker, name: str, workers: int = 1,
+    def collector(self, broker: TansuBroker, name: str, workers: int = 1, **settings: str,
                   ) -> tuple[subprocess.Popen[bytes], int, dict[str, int | None]]:
         """``tracklane collector`` as deployed (no store: the read API is not needed), with
-        its port and the PIDs whose CPU is the server's ("server", its workers "server0"...)."""
+        its port and the PIDs whose CPU is the server's ("server", its workers "server0"...);
+        ``settings``: more of its TRACKLANE_ settings."""
         port = free_port()
         data = self.c.workdir / name
         env = self.c.env(host="127.0.0.1", port=str(port), data_dir=str(data),
                          kafka_bootstrap=broker.bootstrap_servers,
                          projects_file=str(self.projects_file), topic=TOPIC,
-                         workers=str(workers))
+                         workers=str(workers), **settings)
         proc = self.c.start(name, [*_tracklane(), "collector"], env=env)
         _wait_http(proc, f"http://127.0.0.1:{port}/healthz")
         found = wait_for_workers(proc, workers, name)[0] if workers > 1 else []
@@ -408,6 +413,49 @@ class Bench:
             "event_json_bytes_avg": round(event_bytes(batch_template(100)), 1),
             "kafka_value_bytes_avg": runs["raw_kafka"][0]["value_bytes_avg"],
             "raw_records_per_batch_avg": runs["raw_kafka"][0]["records_per_batch_avg"],
+            "connections": o.batch_connections, "seconds_per_round": o.duration_s,
+            "rounds": o.rounds,
+        }
+
+    def _load_side(self, port: int, streams: list[dict[str, Any]],
+                   pids: dict[str, int | None]) -> Callable[[int], dict[str, Any]]:
+        """A side of :meth:`rounds`: ``streams`` of bench.loadgen against ``port``."""
+        return lambda _round: self.loadgen(port, streams, self.o.warmup_s, self.o.duration_s,
+                                           pids)
+
+    # -- geoip -------------------------------------------------------------------------------
+
+    def geoip(self) -> dict[str, Any]:
+        """What the place lookups cost the batch path: the same load through a collector
+        with them and one without, on one broker, in alternating rounds. Every request's
+        server-side events report addresses of a /24 not seen before (bench.loadgen), so
+        half the events of a batch miss the lookup cache: more than on a real site."""
+        log("geoip: 100-event batches, country lookups on vs off")
+        broker = self.c.broker()
+        o = self.o
+        stream = {"kind": "batch", "connections": o.batch_connections, "batch_size": 100}
+        sides: dict[str, Any] = {}
+        procs = []
+        for name, enabled in (("geoip_on", "true"), ("geoip_off", "false")):
+            proc, port, pids = self.collector(broker, f"collector-{name}", o.workers,
+                                              geoip=enabled)
+            procs.append(proc)
+            sides[name] = self._load_side(port, [stream], {**pids, "broker": broker.pid})
+        runs = self.rounds(sides)
+        for proc in procs:
+            self.c.stop(proc)
+        self.c.stop_broker(broker)
+        on, off = _mean(runs["geoip_on"], "events_per_s"), _mean(runs["geoip_off"], "events_per_s")
+        ratio = on / off if off else 0.0
+        return {
+            "with_lookups_events_per_s": round(on, 1), "without_events_per_s": round(off, 1),
+            "ratio": round(ratio, 3), "target_ratio": TARGETS["geoip"],
+            "met": ratio >= TARGETS["geoip"],
+            "rounds_events_per_s": {k: [s["streams"][0]["events_per_s"] for s in v]
+                                    for k, v in runs.items()},
+            "statuses": {k: _statuses(v) for k, v in runs.items()},
+            "server_events_with_a_new_address_pct": 50,
+            "lookup_us": _lookup_cost(),
             "connections": o.batch_connections, "seconds_per_round": o.duration_s,
             "rounds": o.rounds,
         }
@@ -591,6 +639,23 @@ class Bench:
         }
 
 
+def _lookup_cost(n: int = 100_000) -> dict[str, float]:
+    """One place lookup, in this process: on addresses never seen (a miss of the cache:
+    the registries' table) and on one seen just before (a hit), in microseconds."""
+    geo = GeoIP(GeoConfig())
+    fresh = [f"{(i >> 16) % 222 + 1}.{(i >> 8) & 255}.{i & 255}.{i % 250 + 1}"
+             for i in range(n)]
+    started = time.perf_counter()
+    for ip in fresh:
+        geo.lookup(ip)
+    miss = (time.perf_counter() - started) / n
+    started = time.perf_counter()
+    for ip in fresh[-1000:] * (n // 1000):
+        geo.lookup(ip)
+    hit = (time.perf_counter() - started) / n
+    return {"miss": round(miss * 1e6, 3), "hit": round(hit * 1e6, 3)}
+
+
 def wait_for_workers(proc: subprocess.Popen[bytes], count: int, name: str,
                      ) -> tuple[list[int], list[int]]:
     """The PIDs of the ``count`` collector workers (``--worker K``) of a ``tracklane
@@ -696,7 +761,7 @@ def _short(frame: str) -> str:
 # -- main ------------------------------------------------------------------------------------
 
 
-PHASES = ("pixel", "batch", "sink", "freshness", "rss")
+PHASES = ("pixel", "batch", "sink", "freshness", "rss", "geoip")
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
