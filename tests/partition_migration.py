@@ -13,6 +13,7 @@ from clickhouse_connect.driver.client import Client
 
 from tracklane.collector.enrich import parse_user_agent
 from tracklane.contract import (
+    EVENT_COLUMNS,
     RequestFacts,
     TimeLimits,
     build_envelope,
@@ -38,7 +39,16 @@ def load(client: Client, days: range) -> None:
         env = build_envelope(parse_message(message), facts,
                              TimeLimits(max_past=timedelta(days=3650)))
         rows.append(envelope_to_row(env, 0, offset, "p"))
-    insert_events(client, rows, uuid.uuid4().hex)
+    # At schema 0014 the table has not every column of today's contract yet.
+    have = {str(r[0]) for r in client.query(
+        "SELECT name FROM system.columns WHERE database = currentDatabase() "
+        "AND table = 'events'").result_rows}
+    keep = [i for i, column in enumerate(EVENT_COLUMNS) if column in have]
+    if len(keep) == len(EVENT_COLUMNS):
+        insert_events(client, rows, uuid.uuid4().hex)
+    else:
+        client.insert("events", [[row[i] for i in keep] for row in rows],
+                      column_names=[EVENT_COLUMNS[i] for i in keep])
 
 
 def state(c: Client) -> dict[str, object]:

@@ -319,6 +319,12 @@ def test_the_dashboard_shows_the_planted_numbers_in_chromium(dashboard: Dashboar
     so, Chinese labels appear, and nothing leaves the collector's origin."""
     kpi = "kpi-{}-value".format
     row_labels = "[data-testid=breakdown-row][data-dimension={}] [data-testid=breakdown-label]"
+    # The 24-hour range's retention cohorts are its local (UTC) days, oldest first: each
+    # planted visitor is in the cohort of the day of their first visit.
+    now = datetime.now(UTC)
+    days = [(now - timedelta(hours=24)).date() + timedelta(days=n)
+            for n in range((now.date() - (now - timedelta(hours=24)).date()).days + 1)]
+    firsts = [(now - visit.ago).date() for visit in PLANTED]
     config = {
         "base": dashboard.base, "readKey": dashboard.read_key, "range": "24h",
         "screenshotsDir": str(ARTIFACTS), "liveStep": True,
@@ -329,7 +335,13 @@ def test_the_dashboard_shows_the_planted_numbers_in_chromium(dashboard: Dashboar
             kpi("aov"): "$50.00", kpi("conversion_rate"): "33.3%",
             row_labels.format("page"): ["/", "/pricing", "/docs"],
             "live-visitors": "1", "pipeline-rejected": "0",
+            "retention-size": [str(firsts.count(day)) for day in days],
+            # The one order came in a visit with no referrer and no campaign.
+            "attribution-channel": ["direct"], "attribution-conversions": ["1.00"],
+            "attribution-revenue": ["50.00"],
         },
+        "silence": {"matchers": "rule=checkout-conversion", "createdBy": "on-call",
+                    "comment": "deploy"},
         "filter": [
             # The place of each visit, from the registries' data and the city database.
             {"dimension": "country", "value": "GB",
@@ -350,6 +362,8 @@ def test_the_dashboard_shows_the_planted_numbers_in_chromium(dashboard: Dashboar
     print(json.dumps({k: v for k, v in report.items() if k != "requests"}, indent=1)[:4000])
     assert report["ok"] and report["_exit"] == 0, (report["failures"], report["_stderr"])
     assert report["live"]["after"] == "2"
+    assert report["silence"] == {"created": True, "expired": True,
+                                 "text": "rule=checkout-conversion"}
     assert [(s["event"], s["persons"]) for s in report["funnelSteps"]] == [
         ("page_view", "3"), ("add_to_cart", "1"), ("purchase", "1")]
     assert report["requests"]["foreign"] == [] and report["requests"]["total"] > 20

@@ -22,6 +22,9 @@
 //   refresh        the live panel's interval in seconds (the page's ?refresh=), default 1
 //   timeoutMs      per wait, default 20000
 //   allowPanelErrors  true: a panel showing an error does not fail the run
+//   silence        optional {"matchers": "rule=x", "createdBy": "...", "comment": "..."}:
+//                  create that silence in the alerts panel, see its row, expire it, see
+//                  it go (reported as silence: {created, expired})
 //   range          optional "today", "24h", "7d" or "30d": picked before the checks
 //   filter         optional {"dimension", "value", "expect"}, or a list of them: after the
 //                  checks, for each, click that
@@ -210,6 +213,25 @@ async function main() {
       await page.click(`[data-testid="filter-chip"][data-dimension="${dimension}"] [data-testid="filter-remove"]`);
       await page.waitForSelector('[data-testid="filter-chip"]', { state: "detached" });
       await settled();
+    }
+
+    // 2c. A silence, created and expired from the alerts panel.
+    if (cfg.silence) {
+      const rows = '[data-testid="silence-row"]';
+      const before = (await page.$$(rows)).length;
+      await page.fill('[data-testid="silence-matchers"]', cfg.silence.matchers);
+      await page.fill('[data-testid="silence-created-by"]', cfg.silence.createdBy);
+      await page.fill('[data-testid="silence-comment"]', cfg.silence.comment || "");
+      await page.click('[data-testid="silence-submit"]');
+      const created = await page.waitForFunction((n) => document.querySelectorAll('[data-testid="silence-row"]').length === n + 1, before)
+        .then(() => true, () => false);
+      const text = created ? (await texts('[data-testid="silence-matchers-text"]')).join(" | ") : null;
+      if (created) await page.click(`${rows}:last-child [data-testid="silence-expire"]`);
+      const expired = created && await page.waitForFunction((n) => document.querySelectorAll('[data-testid="silence-row"]').length === n, before)
+        .then(() => true, () => false);
+      report.silence = { created, expired, text };
+      if (!created) fail(`silence: no row appeared (${(await texts('[data-testid="silence-message"]'))[0] ?? ""})`);
+      else if (!expired) fail("silence: expiring it left its row");
     }
 
     // 3. An optional funnel.
