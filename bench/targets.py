@@ -89,6 +89,13 @@ def figures(http: dict[str, Any], tp: dict[str, Any], workers: int) -> list[dict
                 f"{px['rate_target_per_s']:,} hits/s; p99 {px['p99_ms']} ms", "", None,
                 f"all of it, p99 <= {THROUGHPUT_TARGETS['pixel_p99_ms']:g} ms", px["met"],
                 _other(f.get("cpu"))))
+    if "geoip" in tp:
+        g = tp["geoip"]
+        rows.append(_row("100-event batches with country lookups",
+                         f"{g['with_lookups_events_per_s']:,.0f} events/s",
+                         f"{g['without_events_per_s']:,.0f} (lookups off)", g["ratio"],
+                         f">= {THROUGHPUT_TARGETS['geoip']:.2f}", g["met"],
+                         _other(g.get("cpu"))))
     if "rss" in tp:
         r = tp["rss"]
         rows.append(_row("collector memory under load", f"+{r['growth_pct']}% after warm-up "
@@ -138,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = ["--quick"] if args.quick else []
     http = _run("bench.http", [*quick, "--workers", str(args.workers)])
     tp = _run("bench.throughput", [*quick, "--workers", str(args.workers),
-                                   "--phases", "batch,sink,freshness,rss"])
+                                   "--phases", "batch,sink,freshness,rss,geoip"])
     rows = figures(http, tp, args.workers)
     print(markdown(rows), file=sys.stderr)
     print(json.dumps({"figures": rows, "http": http, "throughput": tp}, indent=2))
