@@ -113,9 +113,9 @@ class SeriesQuery(_Orders):
 
 class BreakdownQuery(_Query, _Filtered):
     dimension: Literal[analytics.DIMENSIONS] = Field(  # type: ignore[valid-type]
-        description="page (by page views); source: browser, server, pixel or mobile, and "
-                    "event names (by persons); entry_page, exit_page, referrer_domain, "
-                    "utm_*, device, browser, os, country, region, city (by sessions)")
+        description="page (by page views); source: browser, server, pixel or mobile, event "
+                    "names, country, region and city (by persons); entry_page, exit_page, "
+                    "referrer_domain, utm_*, device, browser, os (by sessions)")
     limit: int = Field(100, ge=1, le=1000)
 
 

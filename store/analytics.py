@@ -39,20 +39,26 @@ MAX_POINTS = 50_000
 _IN_RANGE = "timestamp >= %(s)s AND timestamp < %(t)s"
 _PAGES_IN_RANGE = _IN_RANGE + " AND type = 'page'"
 # Event-level breakdown dimension -> (grouping expression, events read, ranked by).
-# Sources are over every counted event, not pages only: a backend's orders have no page
-# views, so they rank by persons.
+# Sources and places are over every counted event, not pages only: a backend's orders have
+# no page views, and open no session, but come from somewhere (the user's address it
+# reports), so they rank by persons.
 _EVENT_DIMENSIONS = {"page": ("path", _PAGES_IN_RANGE, "pv"),
                      "source": ("source", _IN_RANGE, "persons"),
-                     "event": ("event", _IN_RANGE, "persons")}
+                     "event": ("event", _IN_RANGE, "persons"),
+                     "country": ("country", _IN_RANGE, "persons"),
+                     "region": ("region", _IN_RANGE, "persons"),
+                     "city": ("city", _IN_RANGE, "persons")}
 _SESSION_DIMENSIONS = {
     "entry_page": "entry_path", "exit_page": "exit_path",
     "referrer_domain": "referrer_domain", "utm_source": "utm_source",
     "utm_medium": "utm_medium", "utm_campaign": "utm_campaign",
     "device": "device_type", "browser": "browser", "os": "os",
-    "country": "country", "region": "region", "city": "city",
 }
 DIMENSIONS = tuple(_EVENT_DIMENSIONS) + tuple(_SESSION_DIMENSIONS)
-FUNNEL_BREAKDOWNS = tuple(d for d in _SESSION_DIMENSIONS if not d.endswith("_page"))
+# A funnel breaks down by the value of a person's first event in the range.
+_FUNNEL_COLUMNS = {**{d: c for d, c in _SESSION_DIMENSIONS.items() if not d.endswith("_page")},
+                   "country": "country", "region": "region", "city": "city"}
+FUNNEL_BREAKDOWNS = tuple(_FUNNEL_COLUMNS)
 FUNNEL_STEPS = (2, 10)
 _TIME_ZONES = frozenset(available_timezones())
 
@@ -277,16 +283,17 @@ class BreakdownRow:
     value: str
     pageviews: int
     visitors: int  # persons
-    sessions: int  # 0 for pages, sources and events
-    bounce_rate: float  # 0 for pages, sources and events
-    events: int  # the events counted, for pages, sources and events; 0 for the others
+    sessions: int  # 0 for pages, sources, events and places
+    bounce_rate: float  # 0 for pages, sources, events and places
+    events: int  # the events counted, for pages, sources, events and places; 0 otherwise
 
 
 def breakdown(client: Client, project_id: str, start: datetime, end: datetime,
               dimension: str, limit: int = 100,
               filters: Filters = NO_FILTERS) -> list[BreakdownRow]:
-    """Top values of a dimension: pages by page views, sources (browser, server, pixel,
-    mobile) and event names by persons, the rest by sessions."""
+    """Top values of a dimension: pages by page views; sources (browser, server, pixel,
+    mobile), event names and places (country, region, city) by persons; the rest by
+    sessions."""
     check_range(start, end)
     if not 1 <= limit <= 1000:
         raise QueryError("limit: 1 to 1000")
@@ -363,9 +370,9 @@ def funnel(client: Client, project_id: str, start: datetime, end: datetime,
         raise QueryError("window: must be positive")
     segment = "''"
     if breakdown_by is not None:
-        if breakdown_by not in _SESSION_DIMENSIONS or breakdown_by.endswith("_page"):
+        if breakdown_by not in _FUNNEL_COLUMNS:
             raise QueryError(f"breakdown: one of {', '.join(FUNNEL_BREAKDOWNS)}")
-        segment = f"toString(argMin({_SESSION_DIMENSIONS[breakdown_by]}, timestamp))"
+        segment = f"toString(argMin({_FUNNEL_COLUMNS[breakdown_by]}, timestamp))"
     # The number of conditions follows len(steps); their values are bound parameters.
     conditions = ", ".join(f"event = %(s{i})s" for i in range(len(steps)))
     params: dict[str, Any] = {f"s{i}": name for i, name in enumerate(steps)}

@@ -104,7 +104,6 @@ SESSION_FACTS: dict[str, Callable[[list[Hit]], str]] = {
     "device": lambda hs: hs[0].agent.device,
     "browser": lambda hs: hs[0].agent.browser,
     "os": lambda hs: hs[0].agent.os,
-    "country": lambda hs: hs[0].country,
 }
 
 

@@ -262,8 +262,8 @@ def test_the_api_answers_the_planted_numbers(dashboard: Dashboard) -> None:
         return {r["value"]: r[key] for r in got}
 
     assert rows("page", "pageviews") == EXPECTED["pages"]
-    assert rows("country") == EXPECTED["countries"]
-    assert rows("city") == EXPECTED["cities"]
+    assert rows("country", "visitors") == EXPECTED["countries"]
+    assert rows("city", "visitors") == EXPECTED["cities"]
     assert rows("utm_source") == EXPECTED["utm_source"]
     before = {"from": (now - timedelta(hours=48)).isoformat(),
               "to": (now - timedelta(hours=24)).isoformat()}

@@ -119,6 +119,17 @@ def test_filtered_breakdowns(store: Client, shop: Shop) -> None:
         if any(matches(h) for h in hs))
     got_devices = analytics.breakdown(store, PROJECT, *WEEK, "device", filters=Filters(filters))
     assert {r.value: r.sessions for r in got_devices} == groups
+    # Countries by persons, over every counted event: a backend's orders open no session
+    # but carry their user's address.
+    everything = in_range(shop.human, WEEK)
+    places: dict[str, set[str]] = defaultdict(set)
+    for h in everything:
+        places[h.country].add(h.person)
+    got_places = analytics.breakdown(store, PROJECT, *WEEK, "country")
+    assert {r.value: (r.visitors, r.pageviews, r.events) for r in got_places} == {
+        c: (len(people), sum(h.country == c for h in pages(everything)),
+            sum(h.country == c for h in everything)) for c, people in places.items()}
+    assert any(h.agent.server and h.country for h in everything)
     # Event names by persons: what the funnel builder offers.
     names = analytics.breakdown(store, PROJECT, *WEEK, "event")
     expected = defaultdict(set)
