@@ -128,6 +128,9 @@ class PipelineAnswer(BaseModel):
         description="how far behind now the sink's watermark is: every event received "
                     "before it is stored; null before the sink first reports")
     lag: int | None = Field(description="records in Kafka not yet stored; null likewise")
-    accepted_last_hour: int = Field(ge=0, description="this project's accepted events")
-    rejected_last_hour: int = Field(ge=0, description="this project's rejected events")
+    accepted_last_hour: int = Field(
+        ge=0, description="this project's accepted events, from the collectors' per-minute "
+                          "counts (written every few seconds: a crash loses the last seconds "
+                          "of counts, never events)")
+    rejected_last_hour: int = Field(ge=0, description="this project's rejected events, likewise")
     as_of: str
