@@ -66,6 +66,24 @@ def remember_message_ids(client: Client, rows: Sequence[tuple[str, str, datetime
                   column_names=["project_id", "message_id", "received_at", "batch_token"])
 
 
+def batch_rows(client: Client, token: str) -> list[list[Any]]:
+    """The ``events`` rows one sink batch stored under ``token``, in ``EVENT_COLUMNS`` order
+    and the batch's own (its records' partition and offset).
+
+    ``batch_token`` is in no key: this reads the column whole, once, when a sink recovers a
+    batch the log no longer holds (see stream/consumer.py)."""
+    # Times as the sink inserts them (epoch milliseconds, contract._ms): read back as
+    # datetimes, a client in another time zone would shift them.
+    columns = ", ".join(f"toUnixTimestamp64Milli({c})" if c in _TIMES else c
+                        for c in EVENT_COLUMNS)
+    return [list(row) for row in client.query(
+        f"SELECT {columns} FROM events WHERE batch_token = %(t)s "
+        "ORDER BY kafka_partition, kafka_offset", parameters={"t": token}).result_rows]
+
+
+_TIMES = frozenset({"timestamp", "received_at", "sent_at"})
+
+
 def stored_message_ids(
     client: Client, pairs: Iterable[tuple[str, str]], since: datetime
 ) -> dict[tuple[str, str], str]:

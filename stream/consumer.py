@@ -385,10 +385,12 @@ class StreamService:
                 await self._write(tp, state, again, replay=intent)
                 await self._read_from_start(partition, state)
                 return
+            finished = await asyncio.to_thread(self._sink.finish_from_store, intent)
             log.warning(
-                "the log no longer holds the stored batch; reading it from the start",
+                "the log no longer holds the stored batch; finished it from the store and "
+                "reading the log from the start",
                 extra={"partition": partition, "start": intent.start_offset,
-                       "end": intent.end_offset},
+                       "end": intent.end_offset, "rows": finished},
             )
             await self._seek(partition, None)
 

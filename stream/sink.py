@@ -150,6 +150,23 @@ class EventSink:
         self._seq[partition] = intent.seq if intent else 0
         return intent
 
+    def finish_from_store(self, intent: BatchIntent) -> int:
+        """Finish an interrupted batch from the rows it left in ``events``; how many there were.
+
+        A crash can land an insert's ``events`` part and not every view's (``event_ids``,
+        the rollups, sessions, identities: ClickHouse writes the table's part first, then
+        each view's). Replaying the batch with its token completes it: the table and the
+        views that have the block skip it, the others take it. When the log no longer
+        holds the batch as it was (`up`'s broker restarts empty, and several journals
+        replay into it interleaved), its rows are read back from ``events`` instead; then
+        ``event_ids`` knows every message id it stored, and the same ids read again from
+        the new log are dropped as duplicates. Without ``events`` rows nothing landed.
+        """
+        rows = queries.batch_rows(self._client, intent.batch_token)
+        if rows:
+            queries.insert_events(self._client, rows, intent.batch_token)
+        return len(rows)
+
     def matches(self, intent: BatchIntent, records: Sequence[SourceRecord]) -> bool:
         """Whether ``records`` are the very batch ``intent`` describes (the log was not reset)."""
         return (

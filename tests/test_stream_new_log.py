@@ -99,3 +99,43 @@ async def test_records_ahead_of_an_interrupted_batch_in_a_new_log_are_stored(
     assert counts["raw"] == counts["rollup_sum"] == counts["id_rows"] == 3 * ROUND
     assert sorted(counts["message_ids"]) == sorted(
         f"{tag}-{i}" for tag in "xyz" for i in range(ROUND))
+
+
+async def test_a_batch_half_stored_before_a_crash_is_finished_from_the_store(
+        tmp_path: Path) -> None:
+    """The old log held X (stored) then Y, whose insert a crash cut after its ``events``
+    part and before its views'. The new log holds Y interleaved with Z (two journals'
+    replays), so Y is nowhere as it was: the sink finishes Y from its rows in ``events``,
+    then drops Y's ids read again as duplicates. Without that, ``event_ids`` would not know
+    Y and every Y event would be stored twice."""
+    x, y, z = _records("x"), _records("y"), _records("z")
+    settings = Settings(topic="journals", topic_partitions=1, batch_max_records=ROUND,
+                        data_dir=tmp_path, consumer_group="sink")
+    store_dir = tmp_path / "chdb"
+    async with _log_of(settings, x, y) as old:
+        env = {**os.environ, "TRACKLANE_KAFKA_BOOTSTRAP": old.bootstrap_servers,
+               "TRACKLANE_TOPIC": settings.topic, "TRACKLANE_TOPIC_PARTITIONS": "1",
+               "TRACKLANE_CONSUMER_GROUP": settings.consumer_group,
+               "TRACKLANE_DATA_DIR": str(tmp_path),
+               "TRACKLANE_STORE_DSN": f"chdb://{store_dir}",
+               "TRACKLANE_BATCH_MAX_RECORDS": str(ROUND)}
+        migrate_store(env)
+        crashed = StreamProcess(env, tmp_path / "stream.log", "after_intent:2")
+        assert await crashed.wait_exit(90) == -signal.SIGKILL
+    await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "tests.partial_insert", f"chdb://{store_dir}",
+                         settings.consumer_group, settings.topic],
+        input="\n".join(value.hex() for _, value in y), text=True, check=True, timeout=120)
+    half = store_counts(store_dir)
+    assert (half["raw"], half["id_rows"], half["rollup_sum"]) == (2 * ROUND, ROUND, ROUND)
+
+    half_y = ROUND // 2
+    async with _log_of(settings, y[:half_y], z, y[half_y:]) as new:
+        await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "tests.new_log_sink", str(2 * ROUND)],
+            env={**env, "TRACKLANE_KAFKA_BOOTSTRAP": new.bootstrap_servers}, check=True,
+            timeout=120)
+    counts = store_counts(store_dir)
+    assert counts["raw"] == counts["rollup_sum"] == counts["id_rows"] == 3 * ROUND
+    assert sorted(counts["message_ids"]) == sorted(
+        f"{tag}-{i}" for tag in "xyz" for i in range(ROUND))
