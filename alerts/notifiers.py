@@ -1,7 +1,9 @@
-"""Rendering and sending one notification to a webhook, Slack, Alertmanager or PagerDuty.
+"""Rendering and sending one notification: a webhook, Slack, Alertmanager, PagerDuty,
+the DingTalk, WeCom and Feishu robots (alerts/chat_robots.py), or email (alerts/mail.py).
 
-``render`` builds the request (pure, no I/O); ``send`` posts it and raises ``NotifyError``
-unless the receiver answers 2xx. Retries are the dispatcher's job, not this module's.
+``render`` builds the HTTP request (pure, no I/O); ``send`` delivers it and raises
+``NotifyError`` unless the receiver accepted it. Retries are the dispatcher's job, not this
+module's.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiosmtplib
 import httpx
 
+from tracklane.alerts import chat_robots
 from tracklane.alerts.codec import iso
+from tracklane.alerts.mail import send_email
 from tracklane.alerts.model import Notification, NotificationKind
 from tracklane.alerts.rules import NotifierSpec
 
@@ -314,15 +319,21 @@ def render(
     # Lower-case names, so a configured header replaces ours instead of doubling it.
     headers = {"content-type": "application/json", "user-agent": _USER_AGENT}
     headers.update({k.lower(): v for k, v in spec.headers.items()})
-    url = spec.url
+    url = spec.url or ""
     body: Any
     if spec.kind == "webhook":
         body = notification_payload(n)
     elif spec.kind == "slack":
         body = slack_body(n)
     elif spec.kind == "alertmanager":
-        url = spec.url.rstrip("/") + "/api/v2/alerts"
+        url = url.rstrip("/") + "/api/v2/alerts"
         body = alertmanager_body(n, now, validity)
+    elif spec.kind == "dingtalk":
+        url, body = chat_robots.dingtalk_request(spec, n, now)
+    elif spec.kind == "wecom":
+        body = chat_robots.wecom_body(spec, n)
+    elif spec.kind == "feishu":
+        body = chat_robots.feishu_body(spec, n, now)
     else:
         # Validated with the rules file; an empty key would be refused by PagerDuty anyway.
         body = pagerduty_body(n, spec.routing_key or "")
@@ -355,11 +366,14 @@ async def send(
     ``now`` stamps ``webhook-timestamp`` and sets a firing Alertmanager alert's ``endsAt``
     (``now + validity``). The whole request is bounded by ``spec.timeout``.
     """
+    timeout = spec.timeout.total_seconds()
+    if spec.kind == "email":
+        await _send_email(spec, n, timeout)
+        return
     try:
         request = render(spec, n, now, validity)
     except ValueError as exc:  # a bad webhook secret, or a body JSON cannot hold
         raise NotifyError(f"{spec.name}: cannot render: {exc}", retryable=False) from None
-    timeout = spec.timeout.total_seconds()
     try:
         # httpx bounds each phase (connect, read...); this bounds the request as a whole.
         async with asyncio.timeout(timeout):
@@ -374,3 +388,26 @@ async def send(
     if not 200 <= status < 300:
         raise NotifyError(f"{spec.name}: HTTP {status}: {response.text[:200]}",
                           status=status, retryable=_retryable(status))
+    if spec.kind in chat_robots.RATE_LIMITED:
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        refused = chat_robots.answer_error(spec.kind, answer)
+        if refused is not None:
+            raise NotifyError(f"{spec.name}: {refused[0]}", status=status,
+                              retryable=refused[1])
+
+
+async def _send_email(spec: NotifierSpec, n: Notification, timeout: float) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            await send_email(spec, n, timeout)
+    except TimeoutError:
+        raise NotifyError(f"{spec.name}: no answer within {timeout:g}s") from None
+    except aiosmtplib.SMTPResponseException as exc:
+        # 5xx (a refused login, an unknown recipient) will not pass on a retry; 4xx may.
+        raise NotifyError(f"{spec.name}: SMTP {exc.code}: {exc.message[:200]}",
+                          status=exc.code, retryable=exc.code < 500) from None
+    except (aiosmtplib.SMTPException, OSError) as exc:
+        raise NotifyError(f"{spec.name}: {type(exc).__name__}: {exc}") from None

@@ -50,22 +50,69 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class SmtpSpec(_Strict):
+    """Where and how an ``email`` notifier sends: an SMTP server, a login, recipients."""
+
+    host: str = Field(min_length=1)
+    # 587 with STARTTLS (submission), 465 with TLS from the first byte, 25 with neither.
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: str | None = None
+    sender: str = Field(min_length=3, alias="from")
+    to: list[str] = Field(min_length=1)
+    # A CA bundle for a server whose certificate the system does not trust (an internal
+    # relay); unset: the system's trust store.
+    ca_file: str | None = None
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or {"starttls": 587, "tls": 465, "none": 25}[self.security]
+
+    @model_validator(mode="after")
+    def _login(self) -> SmtpSpec:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password: give both or neither")
+        return self
+
+
+Locale = Literal["en", "zh-CN"]
+_HTTP_KINDS = ("webhook", "slack", "alertmanager", "pagerduty", "dingtalk", "wecom", "feishu")
+
+
 class NotifierSpec(_Strict):
     name: str = Field(min_length=1)
-    kind: Literal["webhook", "slack", "alertmanager", "pagerduty"]
-    url: str = Field(min_length=1, pattern=r"^https?://")
-    secret: str | None = None  # webhook: the Standard Webhooks signing key
+    kind: Literal["webhook", "slack", "alertmanager", "pagerduty", "dingtalk", "wecom", "feishu",
+                  "email"]
+    url: str | None = Field(default=None, min_length=1, pattern=r"^https?://")
+    # webhook: the Standard Webhooks signing key; dingtalk: the robot's "SEC..." signing
+    # secret; feishu: the bot's signature secret.
+    secret: str | None = None
     routing_key: str | None = None  # pagerduty: the integration key
     timeout: Duration = timedelta(seconds=5)
     # Retries with exponential backoff from 1 s up to this long, then the send is dropped
     # and counted; the next evaluation tries again for anything still undelivered.
     max_retry: Duration = timedelta(minutes=5)
     headers: dict[str, str] = Field(default_factory=dict)
+    # The language of the message text (dingtalk, wecom, feishu, email).
+    locale: Locale = "en"
+    # dingtalk: mention these mobile numbers, or everyone, in a firing message.
+    at_mobiles: list[str] = Field(default_factory=list)
+    at_all: bool = False
+    email: SmtpSpec | None = None
 
     @model_validator(mode="after")
     def _needs(self) -> NotifierSpec:
         if self.kind == "pagerduty" and not self.routing_key:
             raise ValueError("routing_key: required for a pagerduty notifier")
+        if self.kind in _HTTP_KINDS and not self.url:
+            raise ValueError(f"url: required for a {self.kind} notifier")
+        if self.kind == "email" and self.email is None:
+            raise ValueError("email: required for an email notifier (host, from, to, ...)")
+        if self.kind != "email" and self.email is not None:
+            raise ValueError("email: only for an email notifier")
+        if (self.at_mobiles or self.at_all) and self.kind != "dingtalk":
+            raise ValueError("at_mobiles, at_all: only for a dingtalk notifier")
         return self
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,9 +24,11 @@ class Received:
 
 
 class Receiver:
-    """Records every request; answers with the next queued status, else 200."""
+    """Records every request; answers with the next queued status, else 200, or with what
+    ``answer`` says (a status and a JSON body) when given: a vendor's verdict."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer: Callable[[Received], tuple[int, Any]] | None = None) -> None:
+        self.answer = answer
         self.requests: list[Received] = []
         self.statuses: list[int] = []
         self.delay_s = 0.0  # a slow receiver answers this late
@@ -37,15 +39,23 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
+                got = Received("POST", self.path,
+                               {k.lower(): v for k, v in self.headers.items()}, body)
                 with receiver._lock:
-                    receiver.requests.append(Received(
-                        "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                    receiver.requests.append(got)
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
+                out = b""
+                if receiver.answer is not None:
+                    status, answer = receiver.answer(got)
+                    out = json.dumps(answer).encode()
                 if receiver.delay_s:
                     time.sleep(receiver.delay_s)
                 self.send_response(status)
-                self.send_header("content-length", "0")
+                self.send_header("content-length", str(len(out)))
+                if out:
+                    self.send_header("content-type", "application/json")
                 self.end_headers()
+                self.wfile.write(out)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
