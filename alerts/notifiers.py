@@ -26,6 +26,7 @@ import httpx
 from tracklane.alerts import chat_robots
 from tracklane.alerts.codec import iso
 from tracklane.alerts.mail import send_email
+from tracklane.alerts.messages import number
 from tracklane.alerts.model import Notification, NotificationKind
 from tracklane.alerts.rules import NotifierSpec
 
@@ -179,16 +180,6 @@ def verify(
 # --- per-service renderings ---------------------------------------------------------------
 
 
-def _num(x: float | None) -> str:
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    if float(x).is_integer():
-        return str(int(x))
-    return f"{x:.4g}"
-
-
 def _line(n: Notification) -> str:
     return f"[{n.status.value.upper()}] {n.severity} {n.rule} ({n.project}): {n.summary}"
 
@@ -199,11 +190,11 @@ def _window(n: Notification) -> str:
 
 def _description(n: Notification) -> str:
     f = n.finding
-    parts = [f"observed {_num(f.observed)}", f"expected {_num(f.expected)}"]
+    parts = [f"observed {number(f.observed)}", f"expected {number(f.expected)}"]
     if f.band_low is not None or f.band_high is not None:
-        parts.append(f"band [{_num(f.band_low)}, {_num(f.band_high)}]")
+        parts.append(f"band [{number(f.band_low)}, {number(f.band_high)}]")
     if f.p_value is not None:
-        parts.append(f"p={_num(f.p_value)}")
+        parts.append(f"p={number(f.p_value)}")
     if f.baseline:
         parts.append(f"baseline: {f.baseline}")
     parts.append(f"window {_window(n)}")
@@ -230,10 +221,10 @@ def slack_body(n: Notification) -> dict[str, Any]:
     f = n.finding
     line = _esc(_line(n))
     fields = [
-        ("Observed", _num(f.observed)),
-        ("Expected", _num(f.expected)),
-        ("Band", f"{_num(f.band_low)} .. {_num(f.band_high)}"),
-        ("p-value", _num(f.p_value)),
+        ("Observed", number(f.observed)),
+        ("Expected", number(f.expected)),
+        ("Band", f"{number(f.band_low)} .. {number(f.band_high)}"),
+        ("p-value", number(f.p_value)),
         ("Window", _window(n)),
         ("Data complete until", iso(n.complete_until) or ""),
     ]
