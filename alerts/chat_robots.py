@@ -63,12 +63,26 @@ def dingtalk_request(spec: NotifierSpec, n: Notification, now: datetime,
         at = {"atMobiles": list(spec.at_mobiles), "isAtAll": spec.at_all}
         # DingTalk notifies a mobile only when the text names it.
         text += "\n\n" + " ".join(f"@{mobile}" for mobile in spec.at_mobiles)
+    return dingtalk_url(spec, now), {"msgtype": "markdown",
+                                     "markdown": {"title": m.title, "text": text}, "at": at}
+
+
+def dingtalk_url(spec: NotifierSpec, now: datetime) -> str:
+    """The robot's URL, with ``timestamp`` and ``sign`` when it has a secret."""
     url = spec.url or ""
-    if spec.secret:
-        stamp = int(now.timestamp() * 1000)
-        sep = "&" if "?" in url else "?"
-        url += sep + urlencode({"timestamp": stamp, "sign": dingtalk_sign(spec.secret, stamp)})
-    return url, {"msgtype": "markdown", "markdown": {"title": m.title, "text": text}, "at": at}
+    if not spec.secret:
+        return url
+    stamp = int(now.timestamp() * 1000)
+    sep = "&" if "?" in url else "?"
+    return url + sep + urlencode({"timestamp": stamp, "sign": dingtalk_sign(spec.secret, stamp)})
+
+
+def feishu_signed(spec: NotifierSpec, body: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """``body`` with ``timestamp`` and ``sign`` first when the bot has a secret."""
+    if not spec.secret:
+        return body
+    stamp = int(now.timestamp())
+    return {"timestamp": str(stamp), "sign": feishu_sign(spec.secret, stamp), **body}
 
 
 def wecom_body(spec: NotifierSpec, n: Notification) -> dict[str, Any]:
@@ -99,19 +113,19 @@ def feishu_body(spec: NotifierSpec, n: Notification, now: datetime) -> dict[str,
         elements.append({"tag": "action", "actions": [
             {"tag": "button", "text": {"tag": "plain_text", "content": label}, "url": url,
              "type": "default"} for label, url in m.links]})
-    body: dict[str, Any] = {
+    return feishu_signed(spec, feishu_card(m.title, "red" if m.firing else "green", elements),
+                         now)
+
+
+def feishu_card(title: str, colour: str, elements: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
         "msg_type": "interactive",
         "card": {
             "config": {"wide_screen_mode": True},
-            "header": {"title": {"tag": "plain_text", "content": m.title},
-                       "template": "red" if m.firing else "green"},
+            "header": {"title": {"tag": "plain_text", "content": title}, "template": colour},
             "elements": elements,
         },
     }
-    if spec.secret:
-        stamp = int(now.timestamp())
-        body = {"timestamp": str(stamp), "sign": feishu_sign(spec.secret, stamp), **body}
-    return body
 
 
 def answer_error(kind: str, answer: Any) -> tuple[str, bool] | None:

@@ -137,3 +137,25 @@ def _ms(ts: datetime) -> str:
 
 def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def report_deliveries(client: Client, report: str, period_start: datetime) -> set[str]:
+    """The notifiers a report's period has gone to (alerts/report_service.py)."""
+    rows = client.query(
+        "SELECT DISTINCT notifier FROM report_runs WHERE report = %(r)s "
+        f"AND period_start = {_MS_PARAM % 's'}",
+        parameters={"r": report, "s": _ms(period_start)},
+    ).result_rows
+    return {str(r[0]) for r in rows}
+
+
+def report_ever_sent(client: Client, report: str) -> bool:
+    return bool(client.command(
+        "SELECT count() > 0 FROM report_runs WHERE report = %(r)s", parameters={"r": report}))
+
+
+def record_report_delivery(client: Client, report: str, start: datetime, end: datetime,
+                           notifier: str, late: bool, at: datetime) -> None:
+    client.insert("report_runs", [[report, start, end, notifier, int(late), at]],
+                  column_names=["report", "period_start", "period_end", "notifier", "late",
+                                "sent_at"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import ssl
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
@@ -21,16 +22,23 @@ from tracklane.alerts.rules import NotifierSpec, SmtpSpec
 
 def email_message(spec: NotifierSpec, smtp: SmtpSpec, n: Notification) -> EmailMessage:
     m = message(n, spec.locale)
+    mail = compose(smtp, m.title, _text(m), _html(m), n.id, n.ends_at or n.starts_at)
+    mail["X-Tracklane-Fingerprint"] = n.fingerprint
+    return mail
+
+
+def compose(smtp: SmtpSpec, subject: str, text: str, page: str, message_id: str,
+            at: datetime) -> EmailMessage:
+    """A message with a plain-text and an HTML part; ``message_id`` stable per
+    notification or report, so a mail client threads a resend with its first copy."""
     mail = EmailMessage()
-    mail["Subject"] = m.title
+    mail["Subject"] = subject
     mail["From"] = smtp.sender
     mail["To"] = ", ".join(smtp.to)
-    mail["Date"] = format_datetime(n.ends_at or n.starts_at)
-    # Stable per notification, so a mail client threads a resend with its first copy.
-    mail["Message-ID"] = make_msgid(idstring=n.id.replace("@", "-"), domain="tracklane")
-    mail["X-Tracklane-Fingerprint"] = n.fingerprint
-    mail.set_content(_text(m))
-    mail.add_alternative(_html(m), subtype="html")
+    mail["Date"] = format_datetime(at)
+    mail["Message-ID"] = make_msgid(idstring=message_id.replace("@", "-"), domain="tracklane")
+    mail.set_content(text)
+    mail.add_alternative(page, subtype="html")
     return mail
 
 
@@ -53,13 +61,12 @@ def _html(m: Message) -> str:
             f"<p>{links}</p></body></html>")
 
 
-async def send_email(spec: NotifierSpec, n: Notification, timeout_s: float) -> None:
-    """Send ``n``; raises aiosmtplib's errors (the caller turns them into NotifyError)."""
+async def send_mail(spec: NotifierSpec, mail: EmailMessage, timeout_s: float) -> None:
     smtp = spec.email
     assert smtp is not None
     context = ssl.create_default_context(cafile=smtp.ca_file)
     await aiosmtplib.send(
-        email_message(spec, smtp, n), hostname=smtp.host, port=smtp.effective_port,
+        mail, hostname=smtp.host, port=smtp.effective_port,
         username=smtp.username, password=smtp.password, timeout=timeout_s,
         use_tls=smtp.security == "tls", start_tls=smtp.security == "starttls",
         tls_context=context if smtp.security != "none" else None,

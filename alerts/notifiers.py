@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from typing import Any
 
 import aiosmtplib
@@ -25,7 +26,7 @@ import httpx
 
 from tracklane.alerts import chat_robots
 from tracklane.alerts.codec import iso
-from tracklane.alerts.mail import send_email
+from tracklane.alerts.mail import email_message, send_mail
 from tracklane.alerts.messages import number
 from tracklane.alerts.model import Notification, NotificationKind
 from tracklane.alerts.rules import NotifierSpec
@@ -107,7 +108,7 @@ def notification_payload(n: Notification) -> dict[str, Any]:
     }
 
 
-def _json(body: Any) -> bytes:
+def json_body(body: Any) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
@@ -328,15 +329,21 @@ def render(
     else:
         # Validated with the rules file; an empty key would be refused by PagerDuty anyway.
         body = pagerduty_body(n, spec.routing_key or "")
-    raw = _json(body)
+    raw = json_body(body)
     if spec.kind == "webhook":
-        # The id and timestamp go out unsigned too: receivers dedup on the id.
-        stamp = int(now.astimezone(UTC).timestamp())
-        headers["webhook-id"] = n.id
-        headers["webhook-timestamp"] = str(stamp)
-        if spec.secret:
-            headers["webhook-signature"] = sign(spec.secret, n.id, stamp, raw)
+        headers.update(signed_webhook_headers(spec, n.id, now, raw))
     return OutgoingRequest(url, raw, headers)
+
+
+def signed_webhook_headers(spec: NotifierSpec, msg_id: str, now: datetime,
+                           raw: bytes) -> dict[str, str]:
+    """Standard Webhooks' headers; the id and timestamp go out unsigned too, as receivers
+    dedup on the id."""
+    stamp = int(now.astimezone(UTC).timestamp())
+    headers = {"webhook-id": msg_id, "webhook-timestamp": str(stamp)}
+    if spec.secret:
+        headers["webhook-signature"] = sign(spec.secret, msg_id, stamp, raw)
+    return headers
 
 
 def _retryable(status: int) -> bool:
@@ -357,14 +364,22 @@ async def send(
     ``now`` stamps ``webhook-timestamp`` and sets a firing Alertmanager alert's ``endsAt``
     (``now + validity``). The whole request is bounded by ``spec.timeout``.
     """
-    timeout = spec.timeout.total_seconds()
     if spec.kind == "email":
-        await _send_email(spec, n, timeout)
+        assert spec.email is not None
+        await deliver_mail(spec, email_message(spec, spec.email, n))
         return
     try:
         request = render(spec, n, now, validity)
     except ValueError as exc:  # a bad webhook secret, or a body JSON cannot hold
         raise NotifyError(f"{spec.name}: cannot render: {exc}", retryable=False) from None
+    await deliver(client, spec, request)
+
+
+async def deliver(client: httpx.AsyncClient, spec: NotifierSpec, request: OutgoingRequest,
+                  ) -> None:
+    """POST a rendered request; raises NotifyError unless the receiver accepted it (a 2xx,
+    and for the chat robots an error code of 0 in the answer)."""
+    timeout = spec.timeout.total_seconds()
     try:
         # httpx bounds each phase (connect, read...); this bounds the request as a whole.
         async with asyncio.timeout(timeout):
@@ -390,10 +405,12 @@ async def send(
                               retryable=refused[1])
 
 
-async def _send_email(spec: NotifierSpec, n: Notification, timeout: float) -> None:
+async def deliver_mail(spec: NotifierSpec, mail: EmailMessage) -> None:
+    """Send a composed email; raises NotifyError unless the server took it."""
+    timeout = spec.timeout.total_seconds()
     try:
         async with asyncio.timeout(timeout):
-            await send_email(spec, n, timeout)
+            await send_mail(spec, mail, timeout)
     except TimeoutError:
         raise NotifyError(f"{spec.name}: no answer within {timeout:g}s") from None
     except aiosmtplib.SMTPResponseException as exc:

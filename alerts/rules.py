@@ -10,6 +10,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import (
@@ -264,24 +265,69 @@ class EvaluationSpec(_Strict):
     dashboard_url: str | None = None  # default dashboard link for rules without one
 
 
+REPORT_KPIS = ("pageviews", "visitors", "sessions", "bounce_rate", "avg_duration_s", "orders",
+               "revenue", "aov", "conversion_rate")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# Reports are read, not paged: they go to chat, email and webhooks.
+REPORT_NOTIFIER_KINDS = frozenset({"webhook", "slack", "dingtalk", "wecom", "feishu", "email"})
+_CLOCK_TIME = r"^([01]\d|2[0-3]):[0-5]\d$"
+
+
+class ReportSpec(_Strict):
+    """A daily (日报) or weekly (周报) report of a project's KPIs, sent at a local time."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    project: str = Field(min_length=1)
+    every: Literal["day", "week"]
+    at: str = Field(default="09:00", pattern=_CLOCK_TIME)  # local time, HH:MM
+    weekday: Literal[WEEKDAYS] = "monday"  # type: ignore[valid-type]  # weekly reports only
+    tz: str = "UTC"
+    notify: list[str] = Field(min_length=1)
+    kpis: list[Literal[REPORT_KPIS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["pageviews", "visitors", "sessions", "bounce_rate",
+                                 "orders", "revenue", "conversion_rate"], min_length=1)
+    funnel: list[str] = Field(default_factory=list)  # 2-10 events, optional
+    funnel_window: Duration = timedelta(hours=1)
+    order_events: list[str] | None = None  # default: the project's
+    movers: int = Field(default=3, ge=0, le=20)  # top movers per dimension
+
+    @model_validator(mode="after")
+    def _check(self) -> ReportSpec:
+        if self.funnel and not 2 <= len(self.funnel) <= 10:
+            raise ValueError("funnel: 2 to 10 events")
+        try:
+            ZoneInfo(self.tz)
+        except (ValueError, KeyError, OSError):
+            raise ValueError(f"tz: unknown time zone {self.tz!r}") from None
+        return self
+
+
 class AlertsFile(_Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     notifiers: list[NotifierSpec] = Field(default_factory=list)
     rules: list[Rule] = Field(default_factory=list)
+    reports: list[ReportSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references(self) -> AlertsFile:
         names = [n.name for n in self.notifiers]
         if len(set(names)) != len(names):
             raise ValueError("notifiers: names must be unique")
-        seen: set[str] = set()
-        for rule in self.rules:
-            if rule.name in seen:
-                raise ValueError(f"rule {rule.name!r}: name: used twice")
-            seen.add(rule.name)
-            for target in rule.notify:
-                if target not in names:
-                    raise ValueError(f"rule {rule.name!r}: notify: no notifier named {target!r}")
+        kinds = {n.name: n.kind for n in self.notifiers}
+        named = [("rule", r.name, r.notify) for r in self.rules]
+        named += [("report", r.name, r.notify) for r in self.reports]
+        seen: set[tuple[str, str]] = set()
+        for what, name, notify in named:
+            if (what, name) in seen:
+                raise ValueError(f"{what} {name!r}: name: used twice")
+            seen.add((what, name))
+            for target in notify:
+                if target not in kinds:
+                    raise ValueError(f"{what} {name!r}: notify: no notifier named {target!r}")
+                if what == "report" and kinds[target] not in REPORT_NOTIFIER_KINDS:
+                    raise ValueError(
+                        f"report {name!r}: notify: {target!r} is a {kinds[target]} "
+                        f"notifier; reports go to {', '.join(sorted(REPORT_NOTIFIER_KINDS))}")
         return self
 
 
@@ -319,12 +365,12 @@ def _describe(raw: dict[str, Any], err: Any) -> str:
     loc = list(err["loc"])
     msg = str(err["msg"]).removeprefix("Value error, ")
     where = ""
-    if len(loc) >= 2 and loc[0] in ("rules", "notifiers") and isinstance(loc[1], int):
+    if len(loc) >= 2 and loc[0] in ("rules", "notifiers", "reports") and isinstance(loc[1], int):
         section, index = loc[0], loc[1]
         items = raw.get(section) or []
         item = items[index] if index < len(items) else None
         name = item.get("name") if isinstance(item, dict) else None
-        label = "rule" if section == "rules" else "notifier"
+        label = {"rules": "rule", "notifiers": "notifier", "reports": "report"}[section]
         where = f"{label} {name!r}" if name else f"{label} #{index + 1}"
         # Drop the discriminator tag pydantic inserts (e.g. 'conversion_drop').
         loc = [p for p in loc[2:] if not (isinstance(p, str) and p in _KINDS)]
@@ -339,4 +385,5 @@ def _describe(raw: dict[str, Any], err: Any) -> str:
     return f"{field}: {msg}" if field else msg
 
 
-_KINDS = BUSINESS_KINDS | {"pipeline_stale", "webhook", "slack", "alertmanager", "pagerduty"}
+_KINDS = BUSINESS_KINDS | {"pipeline_stale", "webhook", "slack", "alertmanager", "pagerduty",
+                           "dingtalk", "wecom", "feishu", "email"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from clickhouse_connect.driver.client import Client
 from prometheus_client import CollectorRegistry
@@ -17,6 +17,7 @@ from tracklane.alerts.dispatch import Dispatcher, NotifyMetrics
 from tracklane.alerts.engine import AlertEngine, TickReport
 from tracklane.alerts.metrics import AlertMetrics
 from tracklane.alerts.model import Notification, PipelineProgress
+from tracklane.alerts.report_service import ReportScheduler
 from tracklane.alerts.rules import AlertsFile, RulesFileError
 from tracklane.clock import Clock, utc_now
 
@@ -30,14 +31,18 @@ class AlertsConfig:
     rules: AlertsFile
     consumer_group: str  # whose stream progress tells the watermark
     topic: str
+    # Each project's order events, for the reports' orders, revenue and conversion.
+    order_events: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 def check_projects(rules: AlertsFile, known: set[str]) -> None:
-    """Every rule must name a project that exists ('*' for pipeline rules)."""
-    for rule in rules.rules:
-        if rule.project != "*" and rule.project not in known:
+    """Every rule and report must name a project that exists ('*' for pipeline rules)."""
+    named = [("rule", r.name, r.project) for r in rules.rules]
+    named += [("report", r.name, r.project) for r in rules.reports]
+    for what, name, project in named:
+        if project != "*" and project not in known:
             raise RulesFileError(
-                f"rule {rule.name!r}: project: no project {rule.project!r} "
+                f"{what} {name!r}: project: no project {project!r} "
                 f"(known: {', '.join(sorted(known)) or 'none'})"
             )
 
@@ -73,6 +78,9 @@ class AlertService:
         self._dispatcher = Dispatcher(config.rules.notifiers, clock,
                                       NotifyMetrics(registry))
         self._engine: AlertEngine | None = None
+        self._reports = (ReportScheduler(config.rules.reports, config.rules.notifiers, client,
+                                         clock, config.order_events)
+                         if config.rules.reports else None)
         self._stop = asyncio.Event()
 
     def _progress(self) -> PipelineProgress:
@@ -95,9 +103,20 @@ class AlertService:
             raise RuntimeError("AlertService.start() first")
         return self._engine
 
+    @property
+    def reports(self) -> ReportScheduler | None:
+        return self._reports
+
     async def tick(self) -> TickReport:
         self._rollups.begin_tick(self._clock())
-        return await asyncio.to_thread(self.engine.tick)
+        report = await asyncio.to_thread(self.engine.tick)
+        if self._reports is not None:
+            try:
+                await self._reports.tick()
+            except Exception:
+                # A report must never hold up alerting.
+                log.exception("reports failed; retrying on the next tick")
+        return report
 
     async def run(self) -> None:
         interval = self._config.rules.evaluation.interval.total_seconds()
@@ -125,3 +144,5 @@ class AlertService:
                 await asyncio.wait_for(self._dispatcher.idle(), _STOP_TIMEOUT_S)
             await asyncio.to_thread(self._engine.flush)
         await self._dispatcher.stop(_STOP_TIMEOUT_S)
+        if self._reports is not None:
+            await self._reports.close()

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from tracklane.alerts.notifiers import NotifyError
 from tracklane.alerts.rules import RulesFileError
 from tracklane.broker import BrokerStartError
 from tracklane.collector.geoip import GeoDatabaseError
@@ -91,6 +92,17 @@ def _parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply store migrations")
     migrate.add_argument("--store", dest="store_dsn", help="store DSN")
 
+    report = sub.add_parser("report", help="scheduled reports (the rules file's reports:)")
+    report_sub = report.add_subparsers(dest="report_command", required=True)
+    send = report_sub.add_parser("send", help="build a report's latest period now, and send "
+                                 "it to its notifiers (or print it with --dry-run)")
+    send.add_argument("name", help="the report's name in the rules file")
+    send.add_argument("--dry-run", action="store_true", help="print it; send nothing")
+    send.add_argument("--locale", choices=["en", "zh-CN"],
+                      help="the language printed (default: its first notifier's)")
+    send.add_argument("--store", dest="store_dsn", help="store DSN")
+    send.add_argument("--alerts-file", type=Path, help="the rules file (YAML)")
+
     keys = sub.add_parser("keys", help="print a projects-file block with fresh keys")
     keys.add_argument("--project", default="default", help="the project id (default: default)")
     return parser
@@ -99,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given as options."""
     return {k: v for k, v in vars(args).items()
-            if k not in ("command", "assign_all", "project", "worker") and v is not None}
+            if k not in ("command", "assign_all", "project", "worker", "report_command", "name",
+                         "dry_run", "locale") and v is not None}
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
@@ -146,9 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "migrate":
             applied = runner.run_migrate(settings)
             print(f"migrations applied: {applied or 'none (up to date)'}")
+        elif args.command == "report":
+            print(run_loop(runner.run_report(settings, args.name, args.dry_run, args.locale)))
     except (ProjectsFileError, StoreConfigError, MigrationError, BrokerStartError,
             FaultSpecError, runner.HttpStartError, RulesFileError,
             runner.AlertsNotConfigured, runner.WorkersConfigError, runner.WorkerStartError,
+            runner.ReportNotFound, NotifyError,
             SpoolOpenError, GeoDatabaseError) as exc:
         print(f"tracklane: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -21,7 +21,9 @@ from clickhouse_connect.driver.client import Client
 from fastapi import FastAPI
 from prometheus_client import start_http_server
 
-from tracklane.alerts.rules import load_rules
+from tracklane.alerts.report_render import markdown
+from tracklane.alerts.report_service import ReportScheduler
+from tracklane.alerts.rules import Locale, load_rules
 from tracklane.alerts.service import AlertsConfig, AlertService, check_projects
 from tracklane.broker import TansuBroker
 from tracklane.clock import utc_now
@@ -199,19 +201,28 @@ def load_alerts(settings: Settings, projects: Projects | None) -> AlertsConfig |
     if settings.alerts_file is None:
         return None
     rules = load_rules(settings.alerts_file)
+    order_events: dict[str, Sequence[str]] = {}
     if projects is not None:
         check_projects(rules, {p.id for p in projects.projects})
-    return AlertsConfig(rules, settings.consumer_group, settings.topic)
+        order_events = {p.id: tuple(p.order_events) for p in projects.projects}
+    return AlertsConfig(rules, settings.consumer_group, settings.topic, order_events)
 
 
-async def run_alerts(settings: Settings) -> None:
-    """The alert engine alone, against a ClickHouse server the stream writes to."""
+def _alerts_alone(settings: Settings) -> AlertsConfig:
+    """The rules file for a command that needs one (alerts, report), checked against the
+    projects file when there is one."""
     if settings.alerts_file is None:
-        raise AlertsNotConfigured("set TRACKLANE_ALERTS_FILE (or --alerts-file) to run alerts")
+        raise AlertsNotConfigured("set TRACKLANE_ALERTS_FILE (or --alerts-file)")
     projects_file = settings.resolved_projects_file()
     projects = load_projects(projects_file) if Path(projects_file).exists() else None
     config = load_alerts(settings, projects)
     assert config is not None
+    return config
+
+
+async def run_alerts(settings: Settings) -> None:
+    """The alert engine alone, against a ClickHouse server the stream writes to."""
+    config = _alerts_alone(settings)
     stop = _stop_event()
     metrics = Metrics()
     if settings.metrics_port:
@@ -225,6 +236,35 @@ async def run_alerts(settings: Settings) -> None:
         task = asyncio.create_task(service.run())
         stack.push_async_callback(_stop_running, service, task)
         await stop.wait()
+
+
+class ReportNotFound(Exception):
+    """``tracklane report send`` named no report of the rules file."""
+
+
+async def run_report(settings: Settings, name: str, dry_run: bool,
+                     locale: Locale | None = None) -> str:
+    """Build a report's latest period now; send it to its notifiers unless ``dry_run``.
+    What to print: the report (dry run) or where it went. A sent report is not recorded:
+    the scheduled one still goes out at its time."""
+    config = _alerts_alone(settings)
+    spec = next((r for r in config.rules.reports if r.name == name), None)
+    if spec is None:
+        known = ", ".join(r.name for r in config.rules.reports) or "none"
+        raise ReportNotFound(f"no report {name!r} in {settings.alerts_file} (known: {known})")
+    client = open_store(settings)
+    scheduler = ReportScheduler(config.rules.reports, config.rules.notifiers, client, utc_now,
+                                config.order_events)
+    try:
+        report = await asyncio.to_thread(scheduler.build, spec, utc_now())
+        if dry_run:
+            first = next(n for n in config.rules.notifiers if n.name == spec.notify[0])
+            return markdown(report, locale or first.locale)
+        sent = await scheduler.send_now(spec, report)
+        return f"report {name} sent to {', '.join(sent)}"
+    finally:
+        await scheduler.close()
+        client.close()
 
 
 async def run_collector(settings: Settings, worker: int | None = None) -> None:
