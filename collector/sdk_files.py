@@ -15,7 +15,7 @@ from tracklane.collector import openapi
 from tracklane.collector.body import RequestError
 from tracklane.errors import ErrorCode
 
-SERVED = ("tracklane.min.js", "tracklane.esm.js", "outbound.min.js")
+SERVED = ("tracklane.min.js", "tracklane.esm.js", "outbound.min.js", "webvitals.min.js")
 CACHE_CONTROL = "public, max-age=300, stale-while-revalidate=86400"
 
 

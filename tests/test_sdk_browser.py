@@ -32,6 +32,7 @@ EXPECTED: dict[str, dict[str, int]] = {
     "consent_granted": {"page_view": 1, "Held": 3},
     "pixel": {"email_open": 1},
     "readme": {"page_view": 1, "Signup": 1},
+    "vitals": {"page_view": 1, "web_vitals": 1},
 }
 
 
@@ -106,6 +107,18 @@ def sdk_doc_snippet() -> str:
     found = re.search(r"```html\n(.*?)```", block, re.S)
     assert found, "docs/sdk.md's snippet block has no html code"
     return found.group(1)
+
+
+def test_web_vitals_add_on_sends_the_page_speed_once_as_the_page_is_left(site: Site) -> None:
+    """The main content appears 1.5 s late: the LCP the add-on sends says so."""
+    report = sdk_js.scenario("vitals", site.config("vitals", delay=1500))
+    [vitals] = report["vitals"]
+    assert vitals["path"] == "/vitals"
+    assert vitals["lcp"] >= 1500 and vitals["fcp"] < vitals["lcp"]
+    assert 0 <= vitals["ttfb"] < vitals["fcp"]
+    assert isinstance(vitals["cls"], int | float) and vitals["cls"] >= 0
+    assert vitals["inp"] > 0  # the click
+    check(site, "vitals")
 
 
 def test_sdk_doc_snippet_is_the_built_one() -> None:

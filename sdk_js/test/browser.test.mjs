@@ -77,3 +77,38 @@ test("loading the SDK twice keeps the first instance", async () => {
   vm.runInContext(code, ctx);
   assert.equal(env.tracklane, first);
 });
+
+test("web vitals add-on sends one web_vitals event when the page is first hidden", async () => {
+  const { env, ctx } = browserContext();
+  const calls = [];
+  env.tracklane = { track: (e, p) => calls.push([e, p]) };
+  const observers = {};
+  env.PerformanceObserver = class {
+    constructor(cb) { this.cb = cb; }
+    observe({ type }) { observers[type] = this; }
+    takeRecords() { return this.pending || []; }
+    disconnect() {}
+  };
+  const feed = (type, entries) => observers[type].cb({ getEntries: () => entries });
+  const winListeners = {};
+  env.addEventListener = (t, f) => (winListeners[t] ||= []).push(f);
+  const docListeners = {};
+  env.document.addEventListener = (t, f) => (docListeners[t] ||= []).push(f);
+  vm.runInContext(await iifeText("webvitals.global.ts"), ctx);
+  feed("navigation", [{ responseStart: 212.4 }]);
+  feed("paint", [{ name: "first-paint", startTime: 300 }, { name: "first-contentful-paint", startTime: 412.6 }]);
+  feed("largest-contentful-paint", [{ startTime: 900 }, { startTime: 3210.2 }]);
+  // Two session windows: 0.05 + 0.1 (under 1 s apart), then 0.2 alone 2 s later.
+  feed("layout-shift", [{ startTime: 1000, value: 0.05 }, { startTime: 1500, value: 0.1 },
+    { startTime: 3600, value: 0.2 }, { startTime: 3700, value: 0.5, hadRecentInput: true }]);
+  feed("event", [{ interactionId: 0, duration: 500 }, { interactionId: 7, duration: 120 }, { interactionId: 8, duration: 88 }]);
+  observers["layout-shift"].pending = [{ startTime: 3900, value: 0.03 }];
+  env.document.visibilityState = "visible";
+  docListeners.visibilitychange.forEach((f) => f({ type: "visibilitychange" }));
+  assert.equal(calls.length, 0);
+  env.document.visibilityState = "hidden";
+  docListeners.visibilitychange.forEach((f) => f({ type: "visibilitychange" }));
+  winListeners.pagehide.forEach((f) => f({ type: "pagehide" }));
+  assert.deepEqual(JSON.parse(JSON.stringify(calls)), [["web_vitals",
+    { path: "/home", ttfb: 212, fcp: 413, lcp: 3210, cls: 0.23, inp: 120 }]]);
+});
