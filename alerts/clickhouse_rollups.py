@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from clickhouse_connect.driver.client import Client
 
 from tracklane.alerts.model import PipelineProgress, Totals
+from tracklane.store.vitals import Stat, vital_stat
 
 _DAY = timedelta(days=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -55,6 +57,12 @@ class ClickHouseRollups:
             parameters={"p": project, "e": event, "s": start, "t": end},
         ).result_rows[0]
         return Totals(int(row[0] or 0), int(row[1] or 0), float(row[2] or 0))
+
+    def vital(self, project: str, prop: str, stat: str, start: datetime, end: datetime,
+              q: float, path_prefix: str) -> tuple[float | None, int]:
+        found = vital_stat(self._client, project, prop, cast(Stat, stat), start, end, q,
+                           path_prefix)
+        return found.value, found.samples
 
     def history_start(self, project: str) -> datetime | None:
         if project not in self._history:

@@ -40,8 +40,17 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from tracklane.alerts.model import Finding, PipelineProgress, Rollups, Totals, Verdict, Window
+from tracklane.alerts.model import (
+    Finding,
+    PipelineProgress,
+    Rollups,
+    Totals,
+    Verdict,
+    VitalRollups,
+    Window,
+)
 from tracklane.alerts.rules import (
+    VITAL_STATS,
     ConversionRule,
     PipelineStaleRule,
     ThresholdRule,
@@ -432,6 +441,20 @@ def detect_threshold(rule: ThresholdRule, rollups: Rollups, end: datetime) -> Fi
             return _insufficient(window, f"{label}: only {n:,} {rule.from_event} events over "
                                  f"{_span(window)}", samples=samples)
         value = k / n
+    elif rule.metric in VITAL_STATS:
+        assert rule.property is not None  # rule validator
+        if not isinstance(rollups, VitalRollups):
+            return _insufficient(window, "page speed: these rollups hold none")
+        stat = f"p{rule.q * 100:g}" if rule.metric == "quantile" else rule.metric
+        label = f"{stat} of {rule.property}" + (
+            f" under {rule.path_prefix}" if rule.path_prefix else "")
+        found, n = rollups.vital(rule.project, rule.property, rule.metric, window.start,
+                                 window.end, rule.q, rule.path_prefix)
+        samples = {"samples": n}
+        if found is None or n < max(1, rule.min_samples):
+            return _insufficient(window, f"{label}: only {n:,} page views over "
+                                 f"{_span(window)}", samples=samples)
+        value = found
     else:
         assert rule.event is not None  # rule validator
         totals = rollups.totals(rule.project, rule.event, window.start, window.end)

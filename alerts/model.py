@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class Verdict(StrEnum):
@@ -63,6 +63,16 @@ class Rollups(Protocol):
 
     def history_start(self, project: str) -> datetime | None:
         """The first minute holding any data of the project, or None when it has none."""
+        ...
+
+
+@runtime_checkable
+class VitalRollups(Protocol):
+    """Rollups that also hold page speed (the store's ``vitals_minute``)."""
+
+    def vital(self, project: str, prop: str, stat: str, start: datetime, end: datetime,
+              q: float, path_prefix: str) -> tuple[float | None, int]:
+        """A statistic of a Web Vitals property over [start, end), and its samples."""
         ...
 
 

@@ -205,25 +205,41 @@ class ConversionRule(_SeasonalBase):
     baseline_window: Duration = timedelta(hours=3)
 
 
+VITALS = ("lcp", "inp", "cls", "fcp", "ttfb")
+VITAL_STATS = ("quantile", "avg", "sum", "max")
+
+
 class ThresholdRule(_RuleBase):
-    """A static bound on a count, distinct users, revenue or a ratio over the window."""
+    """A static bound on a count, distinct users, revenue or a ratio over the window, or
+    on a statistic of a page-speed property (``quantile``, ``avg``, ``sum``, ``max``)."""
 
     kind: Literal["threshold"]
-    metric: Literal["count", "unique_users", "revenue", "ratio"] = "count"
+    metric: Literal["count", "unique_users", "revenue", "ratio", "quantile", "avg", "sum",
+                    "max"] = "count"
     event: str | None = None  # count, unique_users, revenue
     from_event: str | None = None  # ratio: to_event / from_event
     to_event: str | None = None
+    # quantile, avg, sum, max: a Web Vitals property of the web_vitals events (lcp, inp,
+    # cls, fcp, ttfb; ms, CLS unitless), the quantile's q, and the paths it covers.
+    property: Literal[VITALS] | None = None  # type: ignore[valid-type]
+    q: float = Field(default=0.75, ge=0, le=1)
+    path_prefix: str = ""
     op: Literal["above", "below"]
     value: float
     clear_value: float | None = None  # defaults to value (no hysteresis)
     window: Duration = timedelta(minutes=5)
-    min_samples: int = Field(default=1, ge=0)  # ratio: from_event count needed
+    # ratio: the from_event count needed; page speed: the samples needed.
+    min_samples: int = Field(default=1, ge=0)
 
     @model_validator(mode="after")
     def _fields(self) -> ThresholdRule:
         if self.metric == "ratio":
             if not self.from_event or not self.to_event:
                 raise ValueError("from_event and to_event: required for metric 'ratio'")
+        elif self.metric in VITAL_STATS:
+            if self.property is None:
+                raise ValueError(f"property: required for metric {self.metric!r} "
+                                 f"(one of {', '.join(VITALS)})")
         elif not self.event:
             raise ValueError(f"event: required for metric {self.metric!r}")
         if self.clear_value is not None and (

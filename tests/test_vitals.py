@@ -12,6 +12,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from tracklane.alerts.clickhouse_rollups import ClickHouseRollups
+from tracklane.alerts.detectors import detect_threshold
+from tracklane.alerts.model import Finding, Verdict
+from tracklane.alerts.rules import ThresholdRule
 from tracklane.contract import (
     RequestFacts,
     TimeLimits,
@@ -97,3 +101,33 @@ def test_no_samples_and_bad_arguments(store: Client,
     assert (empty.value, empty.samples) == (None, 0)
     with pytest.raises(QueryError, match="metric"):
         vital_stat(store, PROJECT, "speed", "avg", START, START + timedelta(minutes=1))
+
+
+def test_a_page_speed_rule_fires_above_its_limit_and_clears_below(
+        store: Client, vitals: list[tuple[datetime, str, dict[str, float]]]) -> None:
+    """"p75 of LCP on /product/ over 5 minutes above a limit fires, and clears below the
+    clear value", judged on the rollups as the alert engine reads them."""
+    start, end = START + timedelta(minutes=5), START + timedelta(minutes=10)
+    p75 = exact_quantile([v["lcp"] for at, path, v in vitals if start <= at.replace(second=0)
+                          < end and path.startswith("/product/")], 0.75)
+    rollups = ClickHouseRollups(store)
+
+    def judge(value: float, clear_value: float) -> Finding:
+        rule = ThresholdRule.model_validate({
+            "name": "slow-product", "project": PROJECT, "kind": "threshold",
+            "metric": "quantile", "property": "lcp", "q": 0.75, "path_prefix": "/product/",
+            "op": "above", "value": value, "clear_value": clear_value, "window": "5m"})
+        rollups.begin_tick(end)
+        return detect_threshold(rule, rollups, end)
+
+    fired = judge(p75 - 1, p75 - 100)
+    assert fired.verdict is Verdict.BREACH and not fired.clear
+    assert fired.observed == pytest.approx(p75, rel=1e-9)
+    assert fired.summary.startswith("p75 of lcp under /product/ ")
+    holding = judge(p75 + 1, p75 - 1)  # under the limit, over the clear value: not yet clear
+    assert holding.verdict is Verdict.OK and not holding.clear
+    cleared = judge(p75 + 100, p75 + 50)
+    assert cleared.verdict is Verdict.OK and cleared.clear
+    with pytest.raises(ValueError, match="property: required"):
+        ThresholdRule.model_validate({"name": "x", "project": PROJECT, "kind": "threshold",
+                                      "metric": "quantile", "op": "above", "value": 1})
