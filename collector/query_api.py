@@ -25,7 +25,7 @@ from tracklane.collector.query_answers import CustomersAnswer, KpisAnswer
 from tracklane.collector.read_api import check_year, read_project, to_utc
 from tracklane.errors import ErrorCode
 from tracklane.projects import Project, Projects
-from tracklane.store import analytics, attribution, customers, retention
+from tracklane.store import analytics, attribution, customers, retention, vitals
 from tracklane.store.analytics_errors import QueryError
 from tracklane.store.filters import DIMENSIONS as FILTER_DIMENSIONS
 from tracklane.store.filters import MAX_VALUE as MAX_FILTER_VALUE
@@ -158,6 +158,14 @@ class RetentionQuery(_Filtered):
         return self
 
 
+class VitalsQuery(_Query):
+    property: Literal[vitals.METRICS]  # type: ignore[valid-type]
+    stat: Literal["quantile", "avg", "sum", "max"] = "quantile"
+    q: float = Field(0.75, ge=0, le=1, description="the quantile, for stat quantile")
+    path_prefix: str = Field("", max_length=1000,
+                             description="only the paths that start with this")
+
+
 class AttributionQuery(_Query, _Filtered):
     conversion_event: str = Field(min_length=1, max_length=200)
     model: Literal[attribution.MODELS]  # type: ignore[valid-type]
@@ -259,6 +267,15 @@ def query_router(projects: Projects, store: Client | None) -> APIRouter:
             model=q.model, lookback=timedelta(days=q.lookback_days),
             half_life=timedelta(days=q.half_life_days), filters=q.where))
         return {"channels": [asdict(c) for c in credits]}
+
+    @router.post("/vitals")
+    async def vitals_(project: Authed, q: VitalsQuery) -> dict[str, Any]:
+        """Page speed from the Web Vitals add-on: a quantile (exact), the average, sum or
+        maximum of one property (lcp, inp, cls, fcp, ttfb) over the range."""
+        got = await run(project, lambda c, p: vitals.vital_stat(
+            c, p, q.property, q.stat, q.start, q.end, q.q, q.path_prefix))
+        return {"property": q.property, "stat": q.stat, "q": q.q, "value": got.value,
+                "samples": got.samples}
 
     return router
 

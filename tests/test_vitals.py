@@ -12,10 +12,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from tests.pipeline import pipeline_settings, running_pipeline
 from tracklane.alerts.clickhouse_rollups import ClickHouseRollups
 from tracklane.alerts.detectors import detect_threshold
 from tracklane.alerts.model import Finding, Verdict
 from tracklane.alerts.rules import ThresholdRule
+from tracklane.broker import TansuBroker
 from tracklane.contract import (
     RequestFacts,
     TimeLimits,
@@ -24,6 +26,7 @@ from tracklane.contract import (
     envelope_to_row,
     parse_message,
 )
+from tracklane.projects import Project
 from tracklane.store.analytics_errors import QueryError
 from tracklane.store.queries import insert_events
 from tracklane.store.vitals import vital_stat
@@ -131,3 +134,25 @@ def test_a_page_speed_rule_fires_above_its_limit_and_clears_below(
     with pytest.raises(ValueError, match="property: required"):
         ThresholdRule.model_validate({"name": "x", "project": PROJECT, "kind": "threshold",
                                       "metric": "quantile", "op": "above", "value": 1})
+
+
+@pytest.mark.anyio
+async def test_the_query_api_answers_page_speed(
+        broker: TansuBroker, store: Client,
+        vitals: list[tuple[datetime, str, dict[str, float]]]) -> None:
+    project = Project(id=PROJECT, write_keys=["wk_vitals"], read_keys=["rk_vitals"])
+    start, end = START, START + timedelta(minutes=20)
+    async with running_pipeline(pipeline_settings(broker.bootstrap_servers), store,
+                                project) as p:
+        answer = await p.http.post("/v1/query/vitals", headers={
+            "Authorization": "Bearer rk_vitals"}, json={
+            "from": start.isoformat(), "to": end.isoformat(), "property": "lcp",
+            "q": 0.75, "path_prefix": "/product/"})
+        bad = await p.http.post("/v1/query/vitals", headers={
+            "Authorization": "Bearer rk_vitals"}, json={
+            "from": start.isoformat(), "to": end.isoformat(), "property": "speed"})
+    values = [v["lcp"] for _, path, v in vitals if path.startswith("/product/")]
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["samples"] == len(values)
+    assert answer.json()["value"] == pytest.approx(exact_quantile(values, 0.75), rel=1e-9)
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_query"
