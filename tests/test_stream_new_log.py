@@ -68,12 +68,11 @@ async def _log_of(settings: Settings,
         broker.stop()
 
 
-async def test_records_ahead_of_an_interrupted_batch_in_a_new_log_are_stored(
-        tmp_path: Path) -> None:
-    """The old log held X (stored) then Y, whose intent was written before a crash cut its
-    insert. Another journal held Z, never forwarded. The new log holds Z then Y: Y at the
-    very offsets it had, so it looks like the old log. Z must be stored all the same."""
-    x, y, z = _records("x"), _records("y"), _records("z")
+async def _crashed_before_inserting_y(
+        tmp_path: Path, x: list[tuple[bytes, bytes]], y: list[tuple[bytes, bytes]],
+) -> tuple[Settings, dict[str, str], Path]:
+    """A stream process that stored X, wrote Y's intent and was killed before inserting
+    it; the settings, its environment and the store's directory."""
     settings = Settings(topic="journals", topic_partitions=1, batch_max_records=ROUND,
                         data_dir=tmp_path, consumer_group="sink")
     store_dir = tmp_path / "chdb"
@@ -87,6 +86,16 @@ async def test_records_ahead_of_an_interrupted_batch_in_a_new_log_are_stored(
         migrate_store(env)
         crashed = StreamProcess(env, tmp_path / "stream.log", "after_intent:2")
         assert await crashed.wait_exit(90) == -signal.SIGKILL
+    return settings, env, store_dir
+
+
+async def test_records_ahead_of_an_interrupted_batch_in_a_new_log_are_stored(
+        tmp_path: Path) -> None:
+    """The old log held X (stored) then Y, whose intent was written before a crash cut its
+    insert. Another journal held Z, never forwarded. The new log holds Z then Y: Y at the
+    very offsets it had, so it looks like the old log. Z must be stored all the same."""
+    x, y, z = _records("x"), _records("y"), _records("z")
+    settings, env, store_dir = await _crashed_before_inserting_y(tmp_path, x, y)
     assert store_counts(store_dir)["raw"] == ROUND  # X only
 
     async with _log_of(settings, z, y) as new:
@@ -109,19 +118,7 @@ async def test_a_batch_half_stored_before_a_crash_is_finished_from_the_store(
     then drops Y's ids read again as duplicates. Without that, ``event_ids`` would not know
     Y and every Y event would be stored twice."""
     x, y, z = _records("x"), _records("y"), _records("z")
-    settings = Settings(topic="journals", topic_partitions=1, batch_max_records=ROUND,
-                        data_dir=tmp_path, consumer_group="sink")
-    store_dir = tmp_path / "chdb"
-    async with _log_of(settings, x, y) as old:
-        env = {**os.environ, "TRACKLANE_KAFKA_BOOTSTRAP": old.bootstrap_servers,
-               "TRACKLANE_TOPIC": settings.topic, "TRACKLANE_TOPIC_PARTITIONS": "1",
-               "TRACKLANE_CONSUMER_GROUP": settings.consumer_group,
-               "TRACKLANE_DATA_DIR": str(tmp_path),
-               "TRACKLANE_STORE_DSN": f"chdb://{store_dir}",
-               "TRACKLANE_BATCH_MAX_RECORDS": str(ROUND)}
-        migrate_store(env)
-        crashed = StreamProcess(env, tmp_path / "stream.log", "after_intent:2")
-        assert await crashed.wait_exit(90) == -signal.SIGKILL
+    settings, env, store_dir = await _crashed_before_inserting_y(tmp_path, x, y)
     await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "tests.partial_insert", f"chdb://{store_dir}",
                          settings.consumer_group, settings.topic],
