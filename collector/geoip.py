@@ -51,10 +51,6 @@ class GeoIP:
             else lru_cache(maxsize=CACHE_SIZE)(self._lookup) if self._reader is not None
             else self._country)
 
-    @property
-    def has_cities(self) -> bool:
-        return self._reader is not None
-
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()

@@ -54,7 +54,6 @@ def test_country_from_the_registries_data() -> None:
 
 def test_region_and_city_from_a_maxmind_database(tmp_path: Path) -> None:
     geo = GeoIP(GeoConfig(city_database(tmp_path / "city.mmdb")))
-    assert geo.has_cities
     assert geo.lookup(LONDON) == GeoInfo("GB", "England", "London")
     assert geo.lookup("8.8.8.8") == GeoInfo("US")  # no country in the database: the registries'
     assert geo.lookup("1.0.16.1") == GeoInfo("JP")  # not in the database at all
