@@ -240,6 +240,12 @@ def planted(store: Client) -> Planted:
         [minute, PROJECT, "batch", "accepted", "", 9],
         [minute, PROJECT, "batch", "rejected", "invalid_write_key", 2],
     ], column_names=["minute", "project_id", "route", "outcome", "reason", "events"])
+    # Page speed as the vitals_minute view keeps it: four LCP samples in one minute.
+    store.command(
+        "INSERT INTO vitals_minute SELECT %(p)s, 'lcp', %(m)s, '/product/kettle', count(), "
+        "sum(x), max(x), quantileExactInclusiveState(0.5)(x) "
+        "FROM (SELECT arrayJoin([1200., 2500., 3100., 4000.]) AS x)",
+        parameters={"p": PROJECT, "m": minute + timedelta(minutes=1)})
     span = Range(base - timedelta(minutes=10), now + timedelta(minutes=1))
     return Planted(span, firing, resolved)
 
@@ -280,6 +286,12 @@ def test_variables_offer_the_planted_values(store: Client, planted: Planted) -> 
     assert {r[0] for r in run(store, planted, "traffic.json", "variable event")} == {
         "page_view", "add_to_cart", "purchase"}
     assert (GROUP,) in run(store, planted, "pipeline.json", "variable group")
+
+
+def test_page_speed_is_the_p75_of_the_samples(store: Client, planted: Planted) -> None:
+    rows = run(store, planted, "traffic.json", "Page speed: p75 by metric (ms)")
+    # Linear interpolation: 3100 + (4000 - 3100) x 0.25.
+    assert [(metric, p75) for _, metric, p75 in rows] == [("lcp", pytest.approx(3325))]
 
 
 def test_traffic_counts_humans_and_bots_apart(store: Client, planted: Planted) -> None:
