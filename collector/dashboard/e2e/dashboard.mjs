@@ -51,7 +51,7 @@ const KEY_STORAGE = "tracklane.readKey";
 const INVALID_EN = "This read key is not valid for any project.";
 const ZH_LABEL = { testid: "kpi-pageviews-label", text: "浏览量" };
 // Panels that load by themselves once signed in.
-const PANELS = ["live-now", "live-chart", "live-pipeline", "kpis", "customers", "series", "breakdown-pages",
+const PANELS = ["live-now", "live-chart", "live-pipeline", "kpis", "customers", "speed", "series", "breakdown-pages",
   "breakdown-sources", "breakdown-devices", "breakdown-locations", "retention", "attribution", "alerts-now",
   "alerts-transitions", "silences"];
 

@@ -126,6 +126,11 @@ export async function checkKey(k: string): Promise<void> {
 
 export const kpis = (r: Range, filters?: Filters) => post<Kpis>("/v1/query/kpis", withFilters(r, filters));
 export const customers = (r: Range, tz: string) => post<Customers>("/v1/query/customers", { ...r, tz });
+export const VITALS = ["lcp", "inp", "cls", "fcp", "ttfb"] as const;
+export type Vital = (typeof VITALS)[number];
+export interface VitalAnswer { property: Vital; stat: string; q: number; value: number | null; samples: number }
+/** The 75th percentile of a Web Vitals property over a range (the SDK's add-on). */
+export const vital = (r: Range, property: Vital) => post<VitalAnswer>("/v1/query/vitals", { ...r, property, q: 0.75 });
 export const breakdown = (r: Range, dimension: Dimension, limit: number, filters?: Filters) =>
   post<{ rows: BreakdownRow[] }>("/v1/query/breakdown", withFilters({ ...r, dimension, limit }, filters));
 export const series = (r: Range, metric: SeriesMetric, grain: Grain, tz: string, filters?: Filters) =>

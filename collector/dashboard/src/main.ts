@@ -40,7 +40,7 @@ import { breakdownPanels } from "./panels/breakdowns";
 import { filterChips, rangeLine, topBar } from "./panels/controls";
 import { eventsDatalist, resetEventNames } from "./panels/events";
 import { funnelPanel } from "./panels/funnel";
-import { customersPanel, kpiPanel, seriesPanel, shared } from "./panels/kpis";
+import { customersPanel, kpiPanel, seriesPanel, shared, speedPanel } from "./panels/kpis";
 import { livePanel, type Live } from "./panels/live";
 import { retentionPanel } from "./panels/retention";
 import { signinView } from "./panels/signin";
@@ -125,6 +125,7 @@ function showDashboard(): void {
   const events = eventsDatalist();
   const kpis = kpiPanel();
   const customers = customersPanel();
+  const speed = speedPanel();
   const series = seriesPanel();
   const breakdowns = breakdownPanels();
   const funnel = funnelPanel();
@@ -133,7 +134,7 @@ function showDashboard(): void {
   const alerts = alertsPanel();
   const d: Dashboard = {
     live, kpis, series, alerts, bar: topBar(actions), info: rangeLine(), chips: filterChips(),
-    data: [kpis, customers, series, breakdowns, events, funnel, attribution, retention],
+    data: [kpis, customers, speed, series, breakdowns, events, funnel, attribution, retention],
   };
   root.replaceChildren(
     h("a", { class: "skip", href: "#main" }, t("nav.skip")),
@@ -142,6 +143,7 @@ function showDashboard(): void {
       h("div", { class: "context" }, d.info, d.chips),
       live.el,
       h("div", { class: "overview" }, kpis.el, customers.el),
+      speed.el,
       series.el,
       breakdowns.el,
       h("div", { class: "two" }, funnel.el, attribution.el),

@@ -118,6 +118,22 @@ export function customersPanel(): { el: HTMLElement; load(): Promise<void> } {
   return { el: p.el, load };
 }
 
+/** Page speed (the SDK's Web Vitals add-on): p75 of each metric; lower is better. */
+export function speedPanel(): { el: HTMLElement; load(): Promise<void> } {
+  const p = panel("speed", t("kpi.speed"), { cls: "speed" });
+  const ms: Fmt = (v) => (v === null || v === undefined ? "—" : `${int(v)} ms`);
+  const cls: Fmt = (v) => (v === null || v === undefined ? "—" : dec(v, 3));
+  const cards = api.VITALS.map((v) => card(v, v === "cls" ? cls : ms, false, true));
+  replace(p.body, h("div", { class: "kpi-grid" }, cards.map((c) => c.el)));
+  const load = () => p.run(async (fresh) => {
+    const per = period();
+    const got = await Promise.all(api.VITALS.flatMap((v) => [api.vital(iso(per.cur), v), api.vital(iso(per.prev), v)]));
+    if (!fresh()) return;
+    cards.forEach((c, i) => fill(c, got[2 * i].value, got[2 * i + 1].value));
+  });
+  return { el: p.el, load };
+}
+
 const FILL_NULL = new Set(["bounce_rate", "avg_duration_s", "conversion_rate"]);
 
 export function seriesFormat(metric: api.SeriesMetric): (v: number | null | undefined) => string {
