@@ -237,7 +237,11 @@ const scenarios = {
     const sent = await page.evaluate(() => sessionStorage.getItem("sent") || "");
     const vitals = sent.split("\n").filter(Boolean).flatMap((t) => JSON.parse(t).batch)
       .filter((m) => m.event === "web_vitals").map((m) => m.properties);
-    await delivered("web_vitals", 1);
+    // What the page sent, when the event does not arrive: tells a page that never sent
+    // it from a send that was lost.
+    await delivered("web_vitals", 1).catch((e) => {
+      throw new Error(`${e.message}; the page's beacon bodies: ${sent || "none"}`);
+    });
     return { vitals };
   },
 
