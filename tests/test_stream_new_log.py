@@ -89,6 +89,22 @@ async def _crashed_before_inserting_y(
     return settings, env, store_dir
 
 
+async def _replay_and_check(settings: Settings, env: dict[str, str], store_dir: Path,
+                            *runs: list[tuple[bytes, bytes]]) -> None:
+    """`up`'s sink reads a new log holding ``runs`` to its end; then X, Y and Z are each
+    stored once, in the raw events, the rollups and the ids."""
+    async with _log_of(settings, *runs) as new:
+        await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "tests.new_log_sink",
+                             str(sum(len(run) for run in runs))],
+            env={**env, "TRACKLANE_KAFKA_BOOTSTRAP": new.bootstrap_servers}, check=True,
+            timeout=120)
+    counts = store_counts(store_dir)
+    assert counts["raw"] == counts["rollup_sum"] == counts["id_rows"] == 3 * ROUND
+    assert sorted(counts["message_ids"]) == sorted(
+        f"{tag}-{i}" for tag in "xyz" for i in range(ROUND))
+
+
 async def test_records_ahead_of_an_interrupted_batch_in_a_new_log_are_stored(
         tmp_path: Path) -> None:
     """The old log held X (stored) then Y, whose intent was written before a crash cut its
@@ -98,16 +114,7 @@ async def test_records_ahead_of_an_interrupted_batch_in_a_new_log_are_stored(
     settings, env, store_dir = await _crashed_before_inserting_y(tmp_path, x, y)
     assert store_counts(store_dir)["raw"] == ROUND  # X only
 
-    async with _log_of(settings, z, y) as new:
-        # `up`'s sink, reading the new log to its end.
-        await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "tests.new_log_sink", str(2 * ROUND)],
-            env={**env, "TRACKLANE_KAFKA_BOOTSTRAP": new.bootstrap_servers}, check=True,
-            timeout=120)
-    counts = store_counts(store_dir)
-    assert counts["raw"] == counts["rollup_sum"] == counts["id_rows"] == 3 * ROUND
-    assert sorted(counts["message_ids"]) == sorted(
-        f"{tag}-{i}" for tag in "xyz" for i in range(ROUND))
+    await _replay_and_check(settings, env, store_dir, z, y)
 
 
 async def test_a_batch_half_stored_before_a_crash_is_finished_from_the_store(
@@ -127,12 +134,4 @@ async def test_a_batch_half_stored_before_a_crash_is_finished_from_the_store(
     assert (half["raw"], half["id_rows"], half["rollup_sum"]) == (2 * ROUND, ROUND, ROUND)
 
     half_y = ROUND // 2
-    async with _log_of(settings, y[:half_y], z, y[half_y:]) as new:
-        await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "tests.new_log_sink", str(2 * ROUND)],
-            env={**env, "TRACKLANE_KAFKA_BOOTSTRAP": new.bootstrap_servers}, check=True,
-            timeout=120)
-    counts = store_counts(store_dir)
-    assert counts["raw"] == counts["rollup_sum"] == counts["id_rows"] == 3 * ROUND
-    assert sorted(counts["message_ids"]) == sorted(
-        f"{tag}-{i}" for tag in "xyz" for i in range(ROUND))
+    await _replay_and_check(settings, env, store_dir, y[:half_y], z, y[half_y:])
